@@ -1,0 +1,212 @@
+"""Fashion-MNIST, offline first, with the report's preprocessing (slide 3, REFERENCE section 3).
+
+Sources, in order: the folder named by ``DIFFNB_DATA_DIR``, Debian's package
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), then torchvision's download
+into the project's cache. Images stay uint8 (N, 28, 28) until :func:`to_model_space` pads them
+to 32x32 and maps them to [-1, 1], so the whole set fits on a GPU as one 47 MB tensor.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffnb import runtime
+
+DATA_ENV = "DIFFNB_DATA_DIR"
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+NUM_CLASSES = len(CLASS_NAMES)
+COUNTS = {"train": 60_000, "test": 10_000}
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+SPLIT_SEED = 0
+VALID_SIZE = 10_000
+
+
+class DataNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class Images:
+    """uint8 images (N, 28, 28) and int64 labels (N,), on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, dev) -> "Images":
+        return Images(self.images.to(dev), self.labels.to(dev), self.source)
+
+    def subset(self, index) -> "Images":
+        return Images(self.images[index], self.labels[index], self.source)
+
+    def of_class(self, label: int) -> "Images":
+        return self.subset(self.labels == check_label(label))
+
+
+def check_label(label: int) -> int:
+    if not (isinstance(label, (int, np.integer)) and 0 <= int(label) < NUM_CLASSES):
+        raise ValueError(f"class label {label!r} is not in 0..{NUM_CLASSES - 1}; "
+                         f"the classes are {dict(enumerate(CLASS_NAMES))}")
+    return int(label)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or not) as a uint8 array, checking its header."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number); "
+                         "delete it and fetch the data again")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values")
+    return data.reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for sub in ("", "FashionMNIST/raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / sub / name).is_file():
+                return folder / sub / name
+    return None
+
+
+def _from_folder(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    paths = [_find(folder, stem) for stem in FILES[split]]
+    if None in paths:
+        return None
+    return _read_idx(paths[0]), _read_idx(paths[1])
+
+
+def _from_torchvision(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import FashionMNIST
+
+    ds = FashionMNIST(runtime.cache_dir("data"), train=(split == "train"), download=True)
+    return ds.data.numpy(), ds.targets.numpy().astype(np.uint8)
+
+
+def _validate(images: np.ndarray, labels: np.ndarray, split: str, source: str) -> None:
+    n = COUNTS[split]
+    if images.shape != (n, 28, 28) or labels.shape != (n,):
+        raise ValueError(f"Fashion-MNIST {split} from {source} has images {images.shape} and "
+                         f"labels {labels.shape}; expected ({n}, 28, 28) and ({n},)")
+    if labels.max() >= NUM_CLASSES:
+        raise ValueError(f"Fashion-MNIST {split} from {source} has a label {labels.max()} > 9")
+
+
+def load(split: str = "train", *, folder: str | os.PathLike | None = None,
+         download: bool = True) -> Images:
+    """The official Fashion-MNIST ``train`` (60k) or ``test`` (10k) split as uint8 images."""
+    if split not in COUNTS:
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+    tried = []
+    folders = [(f"${DATA_ENV}", folder or os.environ.get(DATA_ENV)), ("Debian", DEBIAN_DIR)]
+    for label, path in folders:
+        if not path:
+            tried.append(f"{label}: not set")
+            continue
+        found = _from_folder(Path(path), split)
+        if found is not None:
+            _validate(*found, split, str(path))
+            return Images(torch.from_numpy(found[0].copy()),
+                          torch.from_numpy(found[1].astype(np.int64)), str(path))
+        tried.append(f"{label}: no {split} IDX files in {path}")
+    if download:
+        try:
+            found = _from_torchvision(split)
+        except Exception as err:  # no network, or a failed download
+            tried.append(f"torchvision download: {type(err).__name__}: {err}")
+        else:
+            _validate(*found, split, "torchvision")
+            return Images(torch.from_numpy(found[0].copy()),
+                          torch.from_numpy(found[1].astype(np.int64)), "torchvision")
+    else:
+        tried.append("torchvision download: disabled")
+    raise DataNotFoundError(
+        "Fashion-MNIST was not found. Tried:\n  - " + "\n  - ".join(tried) + "\n"
+        "Get it one of three ways:\n"
+        f"  1. set {DATA_ENV} to a folder holding {FILES[split][0]}[.gz] and "
+        f"{FILES[split][1]}[.gz] (or torchvision's FashionMNIST/raw/ layout);\n"
+        "  2. on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist;\n"
+        "  3. with internet access, let torchvision download it (download=True).")
+
+
+@lru_cache(maxsize=2)
+def _cached(split: str) -> Images:
+    return load(split)
+
+
+def train_valid_split(seed: int = SPLIT_SEED) -> tuple[Images, Images]:
+    """The report's 50k/10k split of the 60k training images, fixed by ``seed``."""
+    full = _cached("train")
+    perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    return full.subset(perm[:-VALID_SIZE]), full.subset(perm[-VALID_SIZE:])
+
+
+def per_class(d: Images, n: int = 1) -> Images:
+    """The first ``n`` images of each class, ordered by class (rows of slides 3 and 7)."""
+    index = torch.cat([(d.labels == k).nonzero().flatten()[:n] for k in range(NUM_CLASSES)])
+    return d.subset(index)
+
+
+def test_set() -> Images:
+    return _cached("test")
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2), Normalize(0.5, 0.5)."""
+    x = images.unsqueeze(1).float() / 255.0
+    x = F.pad(x, (2, 2, 2, 2), value=0.0)
+    return x * 2.0 - 1.0
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Model space [-1, 1] back to [0, 1], clamped."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@lru_cache(maxsize=1)
+def sigma_data() -> float:
+    """Standard deviation of the (padded, [-1, 1]) training-split images: EDM's sigma_data."""
+    train, _ = train_valid_split()
+    total, total_sq, count = 0.0, 0.0, 0
+    for chunk in train.images.split(10_000):
+        x = to_model_space(chunk).double()
+        total += x.sum().item()
+        total_sq += (x * x).sum().item()
+        count += x.numel()
+    mean = total / count
+    return float(np.sqrt(total_sq / count - mean * mean))
+
+
+def sample_batch(data: Images, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model-space images and labels for ``index``, on the data's device (no DataLoader)."""
+    return to_model_space(data.images[index]), data.labels[index]
+
+
+def main() -> None:
+    """``python -m diffnb.data``: check that the data is found and print its summary."""
+    for split in ("train", "test"):
+        d = load(split)
+        print(f"{split}: {tuple(d.images.shape)} uint8 from {d.source}")
+    print(f"sigma_data = {sigma_data():.6f}")
+
+
+if __name__ == "__main__":
+    main()

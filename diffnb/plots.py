@@ -1,0 +1,113 @@
+"""Image grids and the one helper that saves every figure as ``figures/<slide-id>_<name>.png``.
+
+Each PNG gets a JSON sidecar with its provenance (profile, device, seed, sample count), and its
+bytes are reproducible: no timestamp or software version is written into the file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from diffnb import runtime
+
+SLIDE_ID = re.compile(r"^s\d{2}$")
+
+
+def grid_array(images: torch.Tensor, *, nrow: int, pad: int = 2) -> np.ndarray:
+    """(N, C, H, W) images in [-1, 1] -> one (rows*H, nrow*W) or (.., 3) float array in [0, 1]."""
+    images = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    rows = -(-n // ncol)
+    out = np.ones((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        out[:, top:top + h, left:left + w] = images[i].numpy()
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def show_grid(ax, images: torch.Tensor, *, nrow: int, title: str | None = None) -> None:
+    ax.imshow(grid_array(images, nrow=nrow), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+
+
+def grid_figure(images: torch.Tensor, *, nrow: int, title: str | None = None,
+                scale: float = 0.45):
+    """A figure holding one grid, sized so that each 32x32 image stays legible."""
+    rows = -(-len(images) // nrow)
+    fig, ax = plt.subplots(figsize=(max(2.0, nrow * scale), max(2.0, rows * scale + 0.4)))
+    show_grid(ax, images, nrow=nrow, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def labeled_rows_figure(images: torch.Tensor, *, row_labels, title: str | None = None,
+                        scale: float = 0.45):
+    """Slide 7: one row per class, the class names on the left; images (rows*cols, C, H, W)."""
+    rows = len(row_labels)
+    cols = len(images) // rows
+    fig, ax = plt.subplots(figsize=(cols * scale + 1.6, rows * scale + 0.5))
+    ax.imshow(grid_array(images, nrow=cols), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    h = images.shape[-2] + 2
+    ax.set_yticks([2 + h * r + (h - 2) / 2 for r in range(rows)], list(row_labels))
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig, *, dpi: int = 100) -> bytes:
+    """A figure as reproducible PNG bytes (no software/time metadata)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def array_png(array: np.ndarray, *, upscale: int = 1) -> bytes:
+    """A [0, 1] grayscale or RGB array as PNG bytes (for ``widgets.Image``)."""
+    from PIL import Image
+
+    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    if upscale > 1:
+        pixels = pixels.repeat(upscale, axis=0).repeat(upscale, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
+                close: bool = False) -> Path:
+    """Save ``fig`` as ``figures[/quick]/<slide>_<name>.png`` with a ``.json`` provenance sidecar.
+
+    ``slide`` is the report's slide id, e.g. ``"s03"``; full-profile figures go to ``figures/``,
+    quick-profile ones to ``figures/quick/`` so that a quick run never overwrites a full one.
+    """
+    if not SLIDE_ID.match(slide):
+        raise ValueError(f"slide id {slide!r} must look like 's03' (slide number, two digits)")
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise ValueError(f"figure name {name!r} must be lowercase letters, digits and '_'")
+    path = runtime.output_dir("figures") / f"{slide}_{name}.png"
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(png_bytes(fig))
+    tmp.replace(path)
+    meta = {"figure": path.name, "profile": runtime.profile().name,
+            "device": runtime.device_name(), **(provenance or {})}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if close:
+        plt.close(fig)
+    return path

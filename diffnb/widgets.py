@@ -1,0 +1,50 @@
+"""Interactive explorers for the notebooks (ipywidgets).
+
+The picture is a ``widgets.Image`` (PNG bytes) updated in place, which nbval's strict mode and a
+real browser both accept; no matplotlib inside ``interactive()``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import ipywidgets as widgets
+
+from diffnb import noise, plots
+
+
+class NoiseExplorer:
+    """Slide 3, live: a log-scale slider over sigma redraws ``y + sigma * eps`` for a few images.
+
+    ``eps`` is drawn once (seeded), so moving the slider changes sigma and nothing else.
+    """
+
+    def __init__(self, images: torch.Tensor, *, seed: int = 0, sigma: float = 1.0,
+                 upscale: int = 4):
+        self.y = images.detach().float().cpu()
+        self.eps = torch.randn(self.y.shape, generator=torch.Generator().manual_seed(seed))
+        self.upscale = upscale
+        self.slider = widgets.FloatLogSlider(
+            value=sigma, base=10, min=np.log10(noise.SIGMA_MIN), max=np.log10(noise.SIGMA_MAX),
+            step=0.01, description="sigma", readout_format=".3g", continuous_update=True,
+            layout=widgets.Layout(width="480px"))
+        self.label = widgets.Label()
+        self.image = widgets.Image(format="png")
+        self.slider.observe(self._redraw, names="value")
+        self._redraw()
+
+    def noisy(self, sigma: float | None = None) -> torch.Tensor:
+        """The images at ``sigma`` (default: the slider's value), in model space."""
+        return noise.add_noise(self.y, self.slider.value if sigma is None else sigma,
+                               eps=self.eps)
+
+    def render(self, sigma: float | None = None) -> bytes:
+        array = plots.grid_array(self.noisy(sigma).clamp(-1, 1), nrow=len(self.y))
+        return plots.array_png(array, upscale=self.upscale)
+
+    def _redraw(self, change=None) -> None:
+        sigma = self.slider.value
+        self.image.value = self.render(sigma)
+        self.label.value = f"sigma = {sigma:.3g}"
+
+    def widget(self) -> widgets.VBox:
+        return widgets.VBox([self.slider, self.label, self.image])
