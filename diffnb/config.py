@@ -1,0 +1,145 @@
+"""Configurations: frozen dataclasses, and the report's eight models as named presets (slide 8).
+
+Parameter names are the report's (``nb_channels``, ``num_blocks``, ``cond_channels``). A profile
+(``runtime.profile()``) changes loop sizes only, through :func:`scaled`; architectures never change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from diffnb import runtime
+
+ARCHS = ("base", "condbn", "class", "unet")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A denoiser network. ``arch``: base (no noise input), condbn (slide 6), class (slide 7), unet."""
+
+    arch: str
+    nb_channels: int
+    num_blocks: int
+    cond_channels: int
+    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths at 32x32, 16x16, 8x8
+    attention: bool = False                     # unet only: self-attention at the lowest resolution
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; use one of {ARCHS}")
+        if self.cond_channels % 2:
+            raise ValueError(f"cond_channels must be even (cos/sin pairs), got {self.cond_channels}")
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.arch in ("class", "unet")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of one preset. Defaults are the report's: Adam, lr 1e-3, batch 32, no EMA."""
+
+    epochs: int
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_schedule: str = "constant"       # or "cosine": linear warm-up then cosine decay to 0
+    warmup_steps: int = 0
+    ema_decay: float | None = None      # None: sample with the raw weights (the report)
+    label_dropout: float = 0.0          # classifier-free guidance: P(label -> null class)
+    P_mean: float = -1.2                # EDM Table 1
+    P_std: float = 1.2
+    seed: int = 0
+    epoch_images: int | None = None     # None: the whole 50k training split
+    valid_images: int | None = None     # None: the whole 10k validation split
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use 'constant' or 'cosine'")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    model: ModelConfig
+    train: TrainConfig
+    report_fid: float | None = None     # slide 8's "Average FID", for comparison tables
+    notes: str = field(default="", compare=False)
+
+    @property
+    def params_text(self) -> str:
+        m = self.model
+        return (f"nb_channels={m.nb_channels}, num_blocks={m.num_blocks}, "
+                f"cond_channels={m.cond_channels} ({self.train.epochs}ep)")
+
+
+def _report(name, title, arch, nb_channels, num_blocks, cond_channels, epochs, fid) -> Preset:
+    model = ModelConfig(arch=arch, nb_channels=nb_channels, num_blocks=num_blocks,
+                        cond_channels=cond_channels)
+    return Preset(name=name, title=title, model=model, train=TrainConfig(epochs=epochs),
+                  report_fid=fid)
+
+
+# Slide 8, in the report's order.
+REPORT_PRESETS = (
+    _report("base_1", "Base Model", "base", 64, 8, 32, 50, 127.18),
+    _report("base_2", "Base Model", "base", 128, 8, 64, 50, 113.27),
+    _report("condbn_1", "Cond. BatchNorm2d 1", "condbn", 128, 6, 32, 50, 113.73),
+    _report("condbn_2", "Cond. BatchNorm2d 2", "condbn", 128, 8, 64, 50, 107.05),
+    _report("class_1", "Class Conditional 1", "class", 128, 6, 32, 50, 89.56),
+    _report("class_2", "Class Conditional 2", "class", 128, 8, 64, 50, 87.83),
+    _report("class_3", "Class Conditional 3", "class", 128, 6, 32, 100, 89.88),
+    _report("class_4", "Class Conditional 4", "class", 128, 8, 64, 100, 87.86),
+)
+PRESETS: dict[str, Preset] = {p.name: p for p in REPORT_PRESETS}
+
+# Slide 9: per-class FID of Class Conditional 1-4 (T-shirt ... Boot).
+REPORT_PER_CLASS_FID = {
+    "class_1": (133.04, 53.28, 80.15, 75.14, 82.55, 113.3, 86.5, 83.14, 120.5, 68.08),
+    "class_2": (137.15, 46.14, 83.54, 79.88, 91.1, 113.13, 80.36, 76.29, 106.8, 63.89),
+    "class_3": (135.52, 55.20, 90.01, 73.28, 78.87, 114.8, 91.26, 84.59, 104.88, 70.23),
+    "class_4": (143.98, 46.52, 86.13, 78.49, 87.51, 116.65, 85.5, 69.1, 102.39, 62.43),
+}
+
+
+def register(preset: Preset) -> Preset:
+    """Add a preset (notebook 06's improvements) so that it can be looked up by name."""
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def get_preset(name: str | Preset) -> Preset:
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
+    """The preset with the profile's loop sizes (epochs, images per epoch); nothing else changes."""
+    profile = profile or runtime.profile()
+    train = preset.train
+    epochs = max(1, round(train.epochs * profile.epochs_scale))
+    return replace(preset, train=replace(train, epochs=epochs,
+                                         epoch_images=profile.epoch_images or train.epoch_images,
+                                         valid_images=profile.valid_images or train.valid_images))
+
+
+def as_dict(preset: Preset) -> dict:
+    return asdict(preset)
+
+
+def run_key(preset: Preset) -> str:
+    """Identifies a training run up to its length: with a constant learning rate, a 100-epoch run
+    starts as the 50-epoch run of the same configuration, so both share one key and the longer
+    one resumes from the shorter one's checkpoint. A schedule that depends on the length does not."""
+    d = asdict(preset)
+    d.pop("name"), d.pop("title"), d.pop("report_fid"), d.pop("notes")
+    if preset.train.lr_schedule == "constant":
+        d["train"].pop("epochs")
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,241 @@
+"""Preconditioning, networks, training, checkpoints, samplers (slides 4-7)."""
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from diffnb import config, nets, noise, sampling, training
+from diffnb.config import ModelConfig, Preset, TrainConfig
+from diffnb.precond import Denoiser, coefficients
+
+SIGMA_DATA = 0.66
+
+
+def tiny(arch="class", **train) -> Preset:
+    model = ModelConfig(arch=arch, nb_channels=8, num_blocks=2, cond_channels=8)
+    t = TrainConfig(epochs=2, batch_size=16, epoch_images=64, valid_images=32, **train)
+    return Preset(name=f"tiny_{arch}", title="tiny", model=model, train=t)
+
+
+def denoiser(arch) -> Denoiser:
+    return Denoiser(nets.build(tiny(arch).model), sigma_data=SIGMA_DATA).eval()
+
+
+def test_coefficients_limits():
+    sigma = torch.tensor([1e-6, 1.0, 1e4])
+    c_skip, c_out, c_in, c_noise = coefficients(sigma, SIGMA_DATA)
+    assert c_skip[0] == pytest.approx(1.0, abs=1e-9) and c_out[0] == pytest.approx(0.0, abs=1e-5)
+    assert c_skip[2] == pytest.approx(0.0, abs=1e-6) and c_out[2] == pytest.approx(SIGMA_DATA, rel=1e-4)
+    # unit variance of the network's input and of its training target (EDM sec. 5)
+    assert float(c_in[1]) == pytest.approx(1 / (1 + SIGMA_DATA**2) ** 0.5)
+    assert float(c_noise[1]) == 0.0
+
+
+@pytest.mark.parametrize("arch", ["condbn", "class"])
+def test_zero_init_denoiser_is_c_skip_x(arch):
+    den = denoiser(arch)
+    x = torch.randn(3, 1, 32, 32)
+    sigma = torch.tensor([0.1, 1.0, 20.0])
+    c_skip = coefficients(sigma, SIGMA_DATA)[0].view(-1, 1, 1, 1)
+    torch.testing.assert_close(den(x, sigma), c_skip * x)
+
+
+def test_base_model_is_not_zero_init_and_ignores_sigma():
+    den = denoiser("base")
+    x = torch.randn(2, 1, 32, 32)
+    F1 = den.net(x, torch.tensor([0.0, 0.0]))
+    F2 = den.net(x, torch.tensor([3.0, -2.0]))
+    assert F1.abs().sum() > 0
+    torch.testing.assert_close(F1, F2)  # no noise conditioning
+
+
+@pytest.mark.parametrize("preset", list(config.REPORT_PRESETS), ids=lambda p: p.name)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_report_networks_shapes(preset, batch):
+    net = nets.build(preset.model).eval()
+    labels = torch.zeros(batch, dtype=torch.long) if preset.model.class_conditional else None
+    out = net(torch.randn(batch, 1, 32, 32), torch.zeros(batch), labels)
+    assert out.shape == (batch, 1, 32, 32)
+
+
+def test_report_preset_sizes():
+    p = config.get_preset("class_4")
+    assert (p.model.nb_channels, p.model.num_blocks, p.model.cond_channels, p.train.epochs) == (128, 8, 64, 100)
+    assert (p.train.lr, p.train.batch_size, p.train.ema_decay) == (1e-3, 32, None)
+    with pytest.raises(KeyError, match="known presets"):
+        config.get_preset("class_5")
+
+
+def test_quick_profile_changes_loop_sizes_only():
+    from diffnb import runtime
+    for p in config.REPORT_PRESETS:
+        q = config.scaled(p, runtime.PROFILES["quick"])
+        assert q.model == p.model
+        assert replace(q.train, epochs=p.train.epochs, epoch_images=None, valid_images=None) == p.train
+        assert q.train.epochs < p.train.epochs
+    assert config.scaled(config.get_preset("class_3")).train.epochs == 2 * config.scaled(config.get_preset("class_1")).train.epochs
+
+
+def test_class_labels_include_zero_and_reject_out_of_range():
+    den = denoiser("class")
+    for m in den.modules():  # leave the zero initialisation so that F depends on the label
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, std=0.1)
+    x, sigma = torch.randn(1, 1, 32, 32), torch.tensor([1.0])
+    d0, d_null = den(x, sigma, torch.tensor([0])), den(x, sigma, None)
+    assert not torch.allclose(d0, d_null), "class 0 (T-shirt/top) must not be 'no class'"
+    assert not torch.allclose(d0, den(x, sigma, torch.tensor([1])))
+    for bad in (11, -1):
+        with pytest.raises(ValueError, match="out of range"):
+            den(x, sigma, torch.tensor([bad]))
+    with pytest.raises(ValueError, match="not a class"):
+        sampling.sample(den, seeds=[0], labels=[10], steps=2)
+    with pytest.raises(ValueError, match="not class-conditional"):
+        sampling.sample(denoiser("condbn"), seeds=[0], labels=[3], steps=2)
+
+
+def test_tiny_overfit_loss_falls():
+    torch.manual_seed(0)
+    den = Denoiser(nets.build(tiny("condbn").model), sigma_data=SIGMA_DATA).train()
+    from diffnb import data
+    y = data.to_model_space(data.per_class(data.train_valid_split()[0], 7).images[:64])
+    opt = torch.optim.Adam(den.parameters(), lr=3e-3)
+
+    def fixed_loss():
+        return den.loss(y, generator=torch.Generator().manual_seed(1)).item()
+    before = fixed_loss()
+    for step in range(100):
+        loss = den.loss(y, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert fixed_loss() < 0.6 * before
+
+
+def _state(trained):
+    return {k: v.clone() for k, v in trained.raw.state_dict().items()}
+
+
+def test_checkpoint_round_trip_and_reuse(tmp_checkpoints):
+    p = tiny("class", ema_decay=0.9)
+    a = training.train(p, device="cpu", progress=False)
+    assert len(a.history["train_loss"]) == 2 and len(a.history["valid_loss"]) == 2
+    b = training.load_or_train(p, device="cpu", progress=False)
+    assert b.train_seconds == 0.0, "a finished checkpoint must be reused, not retrained"
+    for k, v in _state(a).items():
+        torch.testing.assert_close(b.raw.state_dict()[k], v)
+    assert b.denoiser is not b.raw  # EMA weights are what we sample with
+    assert b.history == a.history
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_checkpoints, monkeypatch):
+    p = tiny("condbn")
+    full = _state(training.train(p, device="cpu", progress=False))
+    for path in tmp_checkpoints.rglob("*.pt"):
+        path.unlink()
+    training.train(p, device="cpu", progress=False, stop_after=1)       # epoch 1 done
+    calls = {"n": 0}
+    real = training._train_epoch
+
+    def crash_mid_epoch(*args, **kwargs):                              # epoch 2 dies
+        calls["n"] += 1
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "_train_epoch", crash_mid_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(p, device="cpu", progress=False)
+    monkeypatch.setattr(training, "_train_epoch", real)
+    resumed = training.train(p, device="cpu", progress=False)
+    assert resumed.resumed_from == 1 and calls["n"] == 1
+    for k, v in full.items():
+        torch.testing.assert_close(resumed.raw.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_longer_constant_lr_run_resumes_from_shorter(tmp_checkpoints):
+    p = tiny("base")
+    training.train(p, device="cpu", progress=False)
+    longer = replace(p, train=replace(p.train, epochs=3))
+    assert config.run_key(longer) == config.run_key(p)
+    t = training.load_or_train(longer, device="cpu", progress=False)
+    assert t.resumed_from == 2 and len(t.history["train_loss"]) == 3
+    cosine = replace(p, train=replace(p.train, lr_schedule="cosine", warmup_steps=2))
+    assert config.run_key(cosine) != config.run_key(replace(cosine, train=replace(cosine.train, epochs=3)))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_checkpoints):
+    p = tiny("base")
+    training.train(p, device="cpu", progress=False)
+    final = training.checkpoint_dir(p) / "e0002.pt"
+    final.write_bytes(final.read_bytes()[:1000])
+    with pytest.raises(training.CheckpointError, match="corrupt or truncated.*Delete it"):
+        training.load_or_train(p, device="cpu", progress=False)
+
+
+def test_nan_loss_stops_with_clear_message(tmp_checkpoints):
+    p = tiny("base", lr=1e30)
+    with pytest.raises(training.NonFiniteLossError, match="Lower the learning rate"):
+        training.train(p, device="cpu", progress=False, amp=False)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_samples_do_not_depend_on_batch_size(solver):
+    den = denoiser("class")
+    for m in den.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.05)
+    seeds = sampling.sample_seeds(7, 5)
+    labels = torch.tensor([0, 1, 2, 3, 9])
+    kw = dict(seeds=seeds, labels=labels, steps=4, solver=solver, amp=False)
+    a = sampling.sample(den, batch_size=5, **kw)
+    b = sampling.sample(den, batch_size=2, **kw)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    c = sampling.sample(den, seeds=seeds[1:3], labels=labels[1:3], steps=4, solver=solver,
+                        amp=False, batch_size=1)
+    torch.testing.assert_close(a[1:3], c, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(a[0], a[1])
+
+
+class GaussianDenoiser(nn.Module):
+    """The exact denoiser of y ~ N(mu, s^2) per pixel: E[y | x] = (s^2 x + sigma^2 mu) / (s^2 + sigma^2)."""
+    class_conditional = False
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.mu, self.s = mu, s
+
+    def forward(self, x, sigma, labels=None):
+        s2 = sigma * sigma
+        return (self.s**2 * x + s2 * self.mu) / (self.s**2 + s2)
+
+
+def discrete_std(s, steps, solver):
+    """Std that the discretised ODE gives on N(mu, s^2) data: x - mu obeys dx/dsigma = a x,
+    a = sigma / (s^2 + sigma^2), stepped exactly as the solver does, from sigma_max."""
+    sig = noise.karras_sigmas(steps).double().tolist()
+    a = lambda z: z / (s * s + z * z)
+    x = noise.SIGMA_MAX
+    for s0, s1 in zip(sig[:-1], sig[1:]):
+        x_next = x + a(s0) * x * (s1 - s0)
+        if solver == "heun" and s1 > 0:
+            x_next = x + (s1 - s0) * 0.5 * (a(s0) * x + a(s1) * x_next)
+        x = x_next
+    return x
+
+
+@pytest.mark.parametrize("solver,steps,rel", [("euler", 50, 0.07), ("heun", 50, 0.01)])
+def test_sampler_lands_on_gaussian_data(solver, steps, rel):
+    mu, s = 0.3, 0.5
+    x = sampling.sample(GaussianDenoiser(mu, s), seeds=list(range(64)), steps=steps,
+                        solver=solver, amp=False)
+    values = x.flatten()  # 64 * 1024 values, independent per pixel
+    assert values.mean().item() == pytest.approx(mu, abs=0.01)
+    assert values.std().item() == pytest.approx(s, rel=rel)
+    # and exactly where the solver's discretisation error puts it
+    assert values.std().item() == pytest.approx(discrete_std(s, steps, solver), rel=0.01)
+
+
+def test_trajectory_capture():
+    traj = sampling.Trajectory()
+    sampling.sample(GaussianDenoiser(0.0, 1.0), seeds=[0, 1], steps=5, trajectory=traj, amp=False)
+    assert len(traj.sigmas) == 5 and traj.sigmas[0] == pytest.approx(noise.SIGMA_MAX)
+    assert traj.x[0].shape == traj.denoised[-1].shape == (2, 1, 32, 32)
+    assert sampling.nfe(18, "heun") == 35 and sampling.nfe(50, "euler") == 50
