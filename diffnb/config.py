@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from diffnb import runtime
 
@@ -24,6 +24,7 @@ class ModelConfig:
     cond_channels: int
     channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths at 32x32, 16x16, 8x8
     attention: bool = False                     # unet only: self-attention at the lowest resolution
+    zero_init: bool = True                      # improved initialisation (conditional nets only)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -44,7 +45,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     lr_schedule: str = "constant"       # or "cosine": linear warm-up then cosine decay to 0
-    warmup_steps: int = 0
+    warmup_fraction: float = 0.0        # share of all steps spent warming up (cosine only)
     ema_decay: float | None = None      # None: sample with the raw weights (the report)
     label_dropout: float = 0.0          # classifier-free guidance: P(label -> null class)
     P_mean: float = -1.2                # EDM Table 1
@@ -68,6 +69,11 @@ class Preset:
     train: TrainConfig
     report_fid: float | None = None     # slide 8's "Average FID", for comparison tables
     notes: str = field(default="", compare=False)
+
+    @property
+    def short(self) -> str:
+        m = self.model
+        return f"{m.nb_channels}/{m.num_blocks}/{m.cond_channels}, {self.train.epochs} ep"
 
     @property
     def params_text(self) -> str:
@@ -133,13 +139,39 @@ def as_dict(preset: Preset) -> dict:
     return asdict(preset)
 
 
+def _non_defaults(obj) -> dict:
+    """Fields that differ from their defaults: a new option with a default keeps old keys valid."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)
+            if f.default is MISSING or getattr(obj, f.name) != f.default}
+
+
 def run_key(preset: Preset) -> str:
     """Identifies a training run up to its length: with a constant learning rate, a 100-epoch run
     starts as the 50-epoch run of the same configuration, so both share one key and the longer
     one resumes from the shorter one's checkpoint. A schedule that depends on the length does not."""
-    d = asdict(preset)
-    d.pop("name"), d.pop("title"), d.pop("report_fid"), d.pop("notes")
+    d = {"model": _non_defaults(preset.model), "train": _non_defaults(preset.train)}
     if preset.train.lr_schedule == "constant":
         d["train"].pop("epochs")
     blob = json.dumps(d, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Notebook 06: from the report's best configuration (class_2) to a better model, one change at a
+# time (slide 11's "LR scheduler" and "UNet", EDM's EMA and Heun, classifier-free guidance).
+_BEST = PRESETS["class_2"]
+_SCHED = replace(_BEST.train, lr_schedule="cosine", warmup_fraction=0.02)
+_UNET = ModelConfig(arch="unet", nb_channels=64, num_blocks=2, cond_channels=128,
+                    channel_mult=(1, 2, 2))
+_UNET_TRAIN = replace(_SCHED, batch_size=128, lr=2e-3, ema_decay=0.999)
+IMPROVEMENT_PRESETS = (
+    Preset(name="class_2_sched_ema", title="+ warm-up/cosine LR, EMA", model=_BEST.model,
+           train=replace(_SCHED, ema_decay=0.999),
+           notes="one run: its raw weights are the '+ LR schedule' row, its EMA the '+ EMA' row"),
+    Preset(name="unet", title="UNet", model=_UNET, train=_UNET_TRAIN),
+    Preset(name="unet_attn", title="UNet + attention", model=replace(_UNET, attention=True),
+           train=_UNET_TRAIN),
+    Preset(name="unet_attn_cfg", title="UNet + attention + CFG training",
+           model=replace(_UNET, attention=True), train=replace(_UNET_TRAIN, label_dropout=0.1)),
+)
+for _p in IMPROVEMENT_PRESETS:
+    register(_p)

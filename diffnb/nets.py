@@ -91,14 +91,14 @@ class PlainBatchNorm2d(nn.BatchNorm2d):
 class ResBlock(nn.Module):
     """Pre-activation residual block: (norm -> ReLU -> conv3x3) twice, identity skip."""
 
-    def __init__(self, channels: int, cond_channels: int, *, conditional: bool):
+    def __init__(self, channels: int, cond_channels: int, *, conditional: bool, zero_init: bool):
         super().__init__()
         make_norm = ((lambda: CondBatchNorm2d(channels, cond_channels)) if conditional
                      else (lambda: PlainBatchNorm2d(channels)))
         self.norm1, self.norm2 = make_norm(), make_norm()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        if conditional:  # improved initialisation: each block starts as the identity
+        if conditional and zero_init:  # improved initialisation: each block starts as the identity
             nn.init.zeros_(self.conv2.weight)
             nn.init.zeros_(self.conv2.bias)
 
@@ -122,10 +122,11 @@ class ResNet(nn.Module):
         self.class_emb = ClassEmbedding(cfg.cond_channels) if self.class_conditional else None
         self.conv_in = nn.Conv2d(image_channels, cfg.nb_channels, 3, padding=1)
         self.blocks = nn.ModuleList(
-            ResBlock(cfg.nb_channels, cfg.cond_channels, conditional=self.conditional)
+            ResBlock(cfg.nb_channels, cfg.cond_channels, conditional=self.conditional,
+                     zero_init=cfg.zero_init)
             for _ in range(cfg.num_blocks))
         self.conv_out = nn.Conv2d(cfg.nb_channels, image_channels, 3, padding=1)
-        if self.conditional:
+        if self.conditional and cfg.zero_init:
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 

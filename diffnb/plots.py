@@ -105,9 +105,64 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
     tmp = path.with_suffix(".png.tmp")
     tmp.write_bytes(png_bytes(fig))
     tmp.replace(path)
-    meta = {"figure": path.name, "profile": runtime.profile().name,
-            "device": runtime.device_name(), **(provenance or {})}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    _sidecar(path, provenance)
     if close:
         plt.close(fig)
     return path
+
+
+def _sidecar(path: Path, provenance: dict | None) -> None:
+    meta = {"figure": path.name, "profile": runtime.profile().name,
+            "device": runtime.device_name(), **(provenance or {})}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
+                   provenance: dict | None = None, frame_ms: int = 80,
+                   upscale: int = 3) -> Path:
+    """Save [0, 1] grayscale frames as ``figures[/quick]/<slide>_<name>.gif`` (looping)."""
+    from PIL import Image
+
+    if not SLIDE_ID.match(slide):
+        raise ValueError(f"slide id {slide!r} must look like 's05'")
+    images = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8)
+                              .repeat(upscale, 0).repeat(upscale, 1)) for f in frames]
+    path = runtime.output_dir("figures") / f"{slide}_{name}.gif"
+    tmp = path.with_suffix(".gif.tmp")
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                   duration=frame_ms, loop=0)
+    tmp.replace(path)
+    _sidecar(path, provenance)
+    return path
+
+
+def loss_curves_figure(histories: dict[str, dict], *, title: str = "Training and validation loss"):
+    """Slide 4: train (solid) and validation (dashed) loss per epoch, one colour per model."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for k, (label, h) in enumerate(histories.items()):
+        epochs = range(1, len(h["train_loss"]) + 1)
+        ax.plot(epochs, h["train_loss"], color=f"C{k}", label=f"{label} train")
+        ax.plot(epochs, h["valid_loss"], color=f"C{k}", ls="--", label=f"{label} valid")
+    ax.set_xlabel("epoch"); ax.set_ylabel("loss (MSE of F)"); ax.set_title(title)
+    ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_figure(sigmas: list[float], rows: dict[str, list[torch.Tensor]], *,
+                      steps: list[int], sample: int = 0):
+    """Slide 5: one sample along the denoising steps; one row per quantity (x_t, D(x_t))."""
+    fig, axes = plt.subplots(len(rows), len(steps), figsize=(1.3 * len(steps), 1.45 * len(rows)),
+                             squeeze=False)
+    for r, (label, frames) in enumerate(rows.items()):
+        for c, step in enumerate(steps):
+            ax = axes[r][c]
+            ax.imshow(grid_array(frames[step][sample:sample + 1].clamp(-1, 1), nrow=1, pad=0),
+                      cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]); ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"step {step + 1}\nsigma={sigmas[step]:.3g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -73,13 +73,14 @@ def steps_per_epoch(preset: Preset) -> int:
 def _lr_lambda(preset: Preset):
     t = preset.train
     total = t.epochs * steps_per_epoch(preset)
+    warmup = round(t.warmup_fraction * total)
 
     def factor(step: int) -> float:
         if t.lr_schedule == "constant":
             return 1.0
-        if step < t.warmup_steps:  # linear warm-up, then cosine to 0
-            return (step + 1) / t.warmup_steps
-        progress = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
+        if step < warmup:  # linear warm-up, then cosine to 0
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
 
@@ -171,6 +172,24 @@ def _train_epoch(st: _State, preset: Preset, train: data.Images, *, amp: bool, s
                     "data; the last finished epoch's checkpoint is kept.")
             bar.set_postfix(loss=f"{mean:.4f}")
     return running.item() / seen
+
+
+def first_losses(preset: Preset, *, steps: int, device=None, amp: bool | None = None) -> list[float]:
+    """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
+    dev = torch.device(device) if device is not None else runtime.device()
+    amp = default_amp(dev) if amp is None else amp
+    st = _new_state(preset, dev)
+    step = _make_step(st, preset, amp=amp, compile=False)
+    train_split = data.train_valid_split()[0].to(dev)
+    gen = _epoch_generator(preset, 0, dev)
+    bs = preset.train.batch_size
+    perm = torch.randperm(len(train_split), generator=gen, device=dev)
+    losses = []
+    for i in range(steps):
+        y, labels = data.sample_batch(train_split, perm[i * bs:(i + 1) * bs])
+        labels = _labels_for(st.denoiser, labels, preset, gen)
+        losses.append(step(y.contiguous(memory_format=torch.channels_last), labels, gen).item())
+    return losses
 
 
 def _make_step(st: _State, preset: Preset, *, amp: bool, compile: bool):

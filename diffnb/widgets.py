@@ -48,3 +48,38 @@ class NoiseExplorer:
 
     def widget(self) -> widgets.VBox:
         return widgets.VBox([self.slider, self.label, self.image])
+
+
+class ClassSampler:
+    """Slide 7, live: pick a class and a seed, see samples of a class-conditional model."""
+
+    def __init__(self, denoiser, *, class_names, n: int = 4, steps: int = 25, seed: int = 0,
+                 label: int = 0, upscale: int = 4):
+        from diffnb import sampling
+
+        self._sample = sampling.sample
+        self._seeds = sampling.sample_seeds
+        self.denoiser, self.n, self.upscale = denoiser, n, upscale
+        self.klass = widgets.Dropdown(options=[(c, i) for i, c in enumerate(class_names)],
+                                      value=label, description="class")
+        self.seed = widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed")
+        self.steps = widgets.IntSlider(value=steps, min=2, max=100, description="steps")
+        self.label = widgets.Label()
+        self.image = widgets.Image(format="png")
+        for w in (self.klass, self.seed, self.steps):
+            w.observe(self._redraw, names="value")
+        self._redraw()
+
+    def samples(self) -> torch.Tensor:
+        return self._sample(self.denoiser, seeds=self._seeds(self.seed.value, self.n),
+                            labels=self.klass.value, steps=self.steps.value)
+
+    def _redraw(self, change=None) -> None:
+        array = plots.grid_array(self.samples().clamp(-1, 1), nrow=self.n)
+        self.image.value = plots.array_png(array, upscale=self.upscale)
+        self.label.value = (f"{self.klass.label}: seed {self.seed.value}, "
+                            f"{self.steps.value} Euler steps")
+
+    def widget(self) -> widgets.VBox:
+        return widgets.VBox([widgets.HBox([self.klass, self.seed]), self.steps, self.label,
+                             self.image])

@@ -156,7 +156,7 @@ def test_longer_constant_lr_run_resumes_from_shorter(tmp_checkpoints):
     assert config.run_key(longer) == config.run_key(p)
     t = training.load_or_train(longer, device="cpu", progress=False)
     assert t.resumed_from == 2 and len(t.history["train_loss"]) == 3
-    cosine = replace(p, train=replace(p.train, lr_schedule="cosine", warmup_steps=2))
+    cosine = replace(p, train=replace(p.train, lr_schedule="cosine", warmup_fraction=0.25))
     assert config.run_key(cosine) != config.run_key(replace(cosine, train=replace(cosine.train, epochs=3)))
 
 

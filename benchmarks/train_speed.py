@@ -1,0 +1,164 @@
+"""Training images/s: a naive loop vs diffnb's trainer, same process, same device, same model.
+
+naive   the report's way: torchvision transforms per image through a DataLoader, fp32,
+        contiguous NCHW, Adam, batch 32, ``loss.item()`` every step.
+diffnb  the whole data set on the device as uint8, bf16 autocast, channels_last, fused Adam on
+        CUDA, optional ``torch.compile`` (compile time measured separately), a larger batch.
+
+Prints images/s of each, their ratio, the achieved TFLOP/s (convolutions and linears counted
+analytically, training = 3x forward) and the fraction of the card's bf16 dense peak.
+
+    python benchmarks/train_speed.py                 # GPU: class_2 (128/8/64); CPU: smaller
+    python benchmarks/train_speed.py --smoke         # a few steps, for CI
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from diffnb import config, data, nets, runtime, training
+from diffnb.precond import Denoiser
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, no sparsity
+
+
+def conv_flops_per_image(net: nn.Module, *, labels: bool) -> float:
+    """Forward multiply-adds x 2 of every Conv2d and Linear for one 32x32 image."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += 2 * module.in_channels // module.groups * k * output[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 1, 32, 32), torch.zeros(1), torch.zeros(1, dtype=torch.long) if labels else None)
+    for h in handles:
+        h.remove()
+    return total
+
+
+class TransformDataset(torch.utils.data.Dataset):
+    """Per-item PIL + torchvision transforms, as the report's starter code did."""
+
+    def __init__(self, images: data.Images):
+        from torchvision import transforms
+
+        self.images, self.labels = images.images.numpy(), images.labels
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Pad(2),
+                                             transforms.Normalize((0.5,), (0.5,))])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> float:
+    torch.manual_seed(0)
+    den = Denoiser(nets.build(preset.model), sigma_data=data.sigma_data()).to(dev)
+    opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr)
+    loader = torch.utils.data.DataLoader(TransformDataset(data.train_valid_split()[0]),
+                                         batch_size=32, shuffle=True, num_workers=0)
+    it = iter(loader)
+    t0 = None
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        y, labels = next(it)
+        y, labels = y.to(dev), labels.to(dev)
+        loss = den.loss(y, labels if den.class_conditional else None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+    return steps * 32 / (time.perf_counter() - t0)
+
+
+def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int, compile: bool):
+    st = training._new_state(preset, dev)
+    step = training._make_step(st, preset, amp=training.default_amp(dev), compile=compile)
+    train = data.train_valid_split()[0].to(dev)
+    gen = torch.Generator(dev).manual_seed(0)
+    bs = preset.train.batch_size
+    perm = torch.randperm(len(train), generator=gen, device=dev)
+
+    def run(n, offset):
+        for i in range(n):
+            idx = perm[((offset + i) * bs) % (len(train) - bs):][:bs]
+            y, labels = data.sample_batch(train, idx)
+            step(y.contiguous(memory_format=torch.channels_last),
+                 labels if st.denoiser.class_conditional else None, gen)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run(warmup, 0)
+    warm_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run(steps, warmup)
+    return steps * bs / (time.perf_counter() - t0), warm_seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default=None, help="default: class_2 on CUDA, base_1 elsewhere")
+    ap.add_argument("--batch", type=int, default=None, help="diffnb's batch (default 512 CUDA, 128 CPU)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the diffnb step")
+    ap.add_argument("--smoke", action="store_true", help="a few steps only (CI)")
+    ap.add_argument("--json", default=None, help="also write the result to this file")
+    args = ap.parse_args()
+
+    dev = runtime.device()
+    cuda = dev.type == "cuda"
+    name = args.preset or ("class_2" if cuda else "base_1")
+    preset = config.get_preset(name)
+    steps = args.steps or (3 if args.smoke else (200 if cuda else 12))
+    warmup = 1 if args.smoke else (20 if cuda else 3)
+    batch = args.batch or (512 if cuda else 128)
+    fast = replace(preset, train=replace(preset.train, batch_size=batch))
+
+    flops = 3 * conv_flops_per_image(nets.build(preset.model),
+                                     labels=preset.model.class_conditional)
+    naive = naive_images_per_second(preset, dev, steps=steps, warmup=warmup)
+    ours, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
+                                                  compile=args.compile)
+    card = runtime.device_name()
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
+    tflops = ours * flops / 1e12
+    result = {"device": card, "preset": name, "model": preset.short, "steps": steps,
+              "naive_batch": 32, "diffnb_batch": batch, "compile": args.compile,
+              "naive_img_s": round(naive, 1), "diffnb_img_s": round(ours, 1),
+              "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),
+              "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
+              "mfu": round(tflops / peak, 4) if peak else None,
+              "warmup_seconds_incl_compile": round(warm_seconds, 1)}
+    print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
+    print(f"naive  (DataLoader, fp32, batch 32): {naive:9.1f} img/s")
+    print(f"diffnb (on-device, bf16, CL, batch {batch}{', compiled' if args.compile else ''}): "
+          f"{ours:9.1f} img/s  ({tflops:.3f} TFLOP/s"
+          + (f", MFU {tflops / peak:.1%} of {peak:.0f} bf16 peak)" if peak else ", no peak known for this device)"))
+    print(f"ratio diffnb / naive: {ours / naive:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
