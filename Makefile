@@ -23,4 +23,4 @@ benchmarks:
 	$(PY) benchmarks/fid_speed.py
 
 clean:
-	rm -rf checkpoints .cache/stats artifacts
+	rm -rf checkpoints .cache/fid/stats artifacts

@@ -128,9 +128,9 @@ def main() -> None:
     cuda = dev.type == "cuda"
     name = args.preset or ("class_2" if cuda else "base_1")
     preset = config.get_preset(name)
-    steps = args.steps or (3 if args.smoke else (200 if cuda else 12))
+    steps = args.steps or (2 if args.smoke else (200 if cuda else 12))
     warmup = 1 if args.smoke else (20 if cuda else 3)
-    batch = args.batch or (512 if cuda else 128)
+    batch = args.batch or (32 if args.smoke else (512 if cuda else 128))
     fast = replace(preset, train=replace(preset.train, batch_size=batch))
 
     flops = 3 * conv_flops_per_image(nets.build(preset.model),

@@ -166,3 +166,38 @@ def trajectory_figure(sigmas: list[float], rows: dict[str, list[torch.Tensor]], 
                 ax.set_ylabel(label, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _extremes(row) -> tuple[int, int]:
+    values = np.asarray(row, dtype=float)
+    return int(np.nanargmax(values)), int(np.nanargmin(values))
+
+
+def styled_extremes(df, *, fmt: str = "{:.1f}"):
+    """Slide 9's style: per row, the worst (highest FID) red and the best green."""
+    def colour(row):
+        worst, best = _extremes(row)
+        return ["color: red; font-weight: bold" if i == worst else
+                "color: green; font-weight: bold" if i == best else "" for i in range(len(row))]
+    return df.style.apply(colour, axis=1).format(fmt)
+
+
+def table_figure(df, *, title: str | None = None, highlight_rows=None, fmt: str = "{:.1f}"):
+    """A table as a figure (for figures/); rows in ``highlight_rows`` get slide 9's colours."""
+    cells = [[fmt.format(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
+             for row in df.itertuples(index=False)]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.95 * len(df.columns), 0.45 + 0.32 * (len(df) + 1)))
+    ax.set_axis_off()
+    table = ax.table(cellText=cells, rowLabels=[str(i) for i in df.index],
+                     colLabels=list(df.columns), loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for r, (label, row) in enumerate(df.iterrows(), start=1):
+        if highlight_rows is None or label in highlight_rows:
+            worst, best = _extremes(row.values)
+            table[r, worst].get_text().set_color("red")
+            table[r, best].get_text().set_color("green")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -32,16 +32,19 @@ class Profile:
     fid_report_per_class: int    # "report" protocol: generated and real images per class
     fid_standard_n: int          # "standard" protocol: generated images vs the test set
     fid_standard_per_class: int  # "standard" protocol, per class
+    fid_test_n: int | None       # "standard" protocol's reference: test images (None = all 10k)
     sampler_steps: int           # Euler steps of the report's sampler
 
 
 PROFILES = {
     "full": Profile(name="full", epochs_scale=1.0, epoch_images=None, valid_images=None,
                     grid_samples=64, per_class_samples=64, fid_report_per_class=64,
-                    fid_standard_n=10_000, fid_standard_per_class=1_000, sampler_steps=50),
+                    fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
+                    sampler_steps=50),
     "quick": Profile(name="quick", epochs_scale=0.16, epoch_images=256, valid_images=256,
                      grid_samples=16, per_class_samples=8, fid_report_per_class=8,
-                     fid_standard_n=200, fid_standard_per_class=20, sampler_steps=50),
+                     fid_standard_n=80, fid_standard_per_class=8, fid_test_n=500,
+                     sampler_steps=25),
 }
 
 

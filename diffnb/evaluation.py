@@ -1,0 +1,168 @@
+"""Scoring trained presets with FID (slides 8-9): samplers as FID generators, results files with
+their provenance, and the report's tables rebuilt from those files.
+
+Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
+sampler, steps and device; the tables are read back from there, so no number is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from diffnb import config, data, fid, runtime, sampling, training
+from diffnb.results import provenance
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    solver: str = "euler"
+    steps: int | None = None      # None: the profile's (the report's 50 in the full profile)
+    guidance: float = 1.0
+    weights: str = "default"      # "default": EMA when trained with EMA; "raw": the raw weights
+
+    def resolved(self) -> "SamplerSpec":
+        return SamplerSpec(self.solver, self.steps or runtime.profile().sampler_steps,
+                           self.guidance, self.weights)
+
+    @property
+    def label(self) -> str:
+        s = self.resolved()
+        text = f"{s.solver} {s.steps} steps (NFE {sampling.nfe(s.steps, s.solver)})"
+        return text + (f", guidance {s.guidance:g}" if s.guidance != 1.0 else "")
+
+
+class Generator:
+    """``generate(labels, n, seed)`` for :func:`fid.evaluate`, with per-sample seeds.
+
+    Samples are memoised by (class, seed): the protocols draw class c with seed ``seed + c``, and
+    per-sample seeds make a smaller draw a prefix of a larger one, so the ``standard`` protocol
+    reuses the ``report`` protocol's samples instead of generating them again.
+    """
+
+    def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int = 64):
+        self.denoiser, self.spec, self.batch_size = denoiser, spec.resolved(), batch_size
+        self._memo: dict[tuple, torch.Tensor] = {}
+        self.generated = 0
+
+    def __call__(self, labels: torch.Tensor | None, n: int, seed: int) -> torch.Tensor:
+        label = None if labels is None else int(labels[0])
+        if labels is not None and not bool((labels == label).all()):
+            raise ValueError("the FID protocols draw one class at a time")
+        key = (label, seed)
+        have = self._memo.get(key)
+        if have is None or len(have) < n:
+            start = 0 if have is None else len(have)
+            seeds = sampling.sample_seeds(seed, n)[start:]
+            new = sampling.sample(self.denoiser, seeds=seeds, labels=label,
+                                  steps=self.spec.steps, solver=self.spec.solver,
+                                  guidance=self.spec.guidance, batch_size=self.batch_size)
+            self.generated += len(new)
+            have = new if have is None else torch.cat([have, new])
+            self._memo[key] = have
+        return have[:n].clamp(-1, 1)
+
+
+def _result_path(preset_name: str, tag: str):
+    folder = runtime.output_dir("results") / "fid"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{preset_name}{tag}.json"
+
+
+def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed: int = 0,
+          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True) -> dict:
+    """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
+
+    A result with the same preset, profile, sampler, seed and sizes is reused (``reuse``).
+    """
+    preset = trained.preset
+    p = runtime.profile()
+    spec = spec.resolved()
+    want = {"preset": preset.name, "run_key": config.run_key(preset), "profile": p.name,
+            "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
+            "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
+                      "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
+    path = _result_path(preset.name, tag)
+    if reuse and path.exists():
+        old = json.loads(path.read_text())
+        if all(old.get(k) == v for k, v in want.items()):
+            return old
+    den = trained.raw if spec.weights == "raw" else trained.denoiser
+    gen = Generator(den, spec)
+    cc = preset.model.class_conditional
+    t0 = time.perf_counter()
+    out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
+           "sampler_label": spec.label, "epochs": preset.train.epochs,
+           "train_seconds": float(sum(trained.history["epoch_seconds"])),
+           "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
+    for protocol in protocols:
+        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc)
+    out["generated_images"] = gen.generated
+    out["eval_seconds"] = time.perf_counter() - t0
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
+    tmp.replace(path)
+    return out
+
+
+def load_scores(names, *, tag: str = "") -> dict[str, dict]:
+    scores = {}
+    for name in names:
+        path = _result_path(name, tag)
+        if not path.exists():
+            raise FileNotFoundError(f"no FID result for {name!r} at {path}: run score() first")
+        scores[name] = json.loads(path.read_text())
+    return scores
+
+
+def slide8_table(scores: dict[str, dict]) -> pd.DataFrame:
+    """Slide 8: the report's "Average FID" beside ours under both protocols, with floors."""
+    rows = []
+    for name, s in scores.items():
+        preset = config.get_preset(name)
+        rep, std = s["report"], s["standard"]
+        rows.append({"preset": name, "model": s["title"], "parameters": s["params"],
+                     "report FID (slide 8)": preset.report_fid,
+                     "ours, report protocol": rep["average"],
+                     "floor (report)": rep["floor_average"],
+                     "ours, standard (pooled)": std["pooled"],
+                     "floor (standard)": std["floor_pooled"],
+                     "KID x1e3": 1e3 * std["kid_mean"],
+                     "n report": rep["n"], "n standard": std["n"]})
+    return pd.DataFrame(rows)
+
+
+def slide9_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
+    """Slide 9: per-class FID, one row per class-conditional preset, plus the floor row."""
+    rows = {config.get_preset(n).title: s[protocol]["per_class"] for n, s in scores.items()}
+    first = next(iter(scores.values()))[protocol]
+    rows[f"real vs real (n={first['n_per_class'] or first['n']})"] = first["floor_per_class"]
+    return pd.DataFrame(rows).T[list(data.CLASS_NAMES)]
+
+
+def report_slide9_table() -> pd.DataFrame:
+    """The report's own slide-9 numbers (config.REPORT_PER_CLASS_FID)."""
+    return pd.DataFrame({config.get_preset(n).title: dict(zip(data.CLASS_NAMES, v))
+                         for n, v in config.REPORT_PER_CLASS_FID.items()}).T
+
+
+def floor_curve(ns: list[int], *, seed: int = 0) -> pd.DataFrame:
+    """Real-vs-real FID of n vs n other training images, for each n (one feature pass)."""
+    feats = fid.real_features("train", n=2 * max(ns), seed=seed)
+    rows = [{"n": n, "real_vs_real_fid": fid.fid_from_features(feats[:n], feats[n:2 * n])}
+            for n in ns]
+    return pd.DataFrame(rows)
+
+
+def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Per-class FID minus the real-vs-real floor: how much of a number the model is to blame for."""
+    floor = per_class.iloc[-1]
+    return per_class.iloc[:-1] - floor
+
+
+def rank_classes(per_class: pd.DataFrame) -> pd.Series:
+    """Mean rank of each class across the models (1 = best), worst last."""
+    return per_class.rank(axis=1).mean().sort_values()
