@@ -166,3 +166,42 @@ def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:
 def rank_classes(per_class: pd.DataFrame) -> pd.Series:
     """Mean rank of each class across the models (1 = best), worst last."""
     return per_class.rank(axis=1).mean().sort_values()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of an ablation: a label, the trained preset it uses and how it is sampled."""
+
+    label: str
+    preset: str
+    spec: SamplerSpec = SamplerSpec()
+
+
+def ablation(changes: list[Change], trained: dict[str, training.Trained], *, seed: int = 0,
+             name: str = "ablation") -> pd.DataFrame:
+    """Score each change with the standard protocol; one row per change, with provenance."""
+    rows = []
+    for i, change in enumerate(changes):
+        s = score(trained[change.preset], spec=change.spec, seed=seed, protocols=("standard",),
+                  tag=f"__{name}{i}")
+        std = s["standard"]
+        rows.append({"change": change.label, "preset": change.preset,
+                     "sampler": s["sampler_label"], "FID": std["pooled"],
+                     "floor": std["floor_pooled"], "KID x1e3": 1e3 * std["kid_mean"],
+                     "parameters": s["parameters"], "epochs": s["epochs"],
+                     "train min": s["train_seconds"] / 60, "n": std["n"]})
+    return pd.DataFrame(rows)
+
+
+def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: int = 0,
+              guidance: float = 1.0) -> pd.DataFrame:
+    """Standard-protocol FID against network evaluations, per solver."""
+    rows = []
+    for solver, counts in steps.items():
+        for k in counts:
+            spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
+            s = score(trained, spec=spec, seed=seed, protocols=("standard",),
+                      tag=f"__nfe_{solver}{k}_w{guidance:g}")
+            rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
+                         "FID": s["standard"]["pooled"], "floor": s["standard"]["floor_pooled"]})
+    return pd.DataFrame(rows)
