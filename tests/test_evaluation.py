@@ -1,0 +1,58 @@
+"""diffnb.evaluation: FID generators reuse samples, tables are built from results files."""
+import pandas as pd
+import pytest
+import torch
+
+from diffnb import config, data, evaluation, nets
+from diffnb.config import ModelConfig
+from diffnb.precond import Denoiser
+
+
+def small_class_model():
+    torch.manual_seed(0)
+    net = nets.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.normal_(m.weight, std=0.1)
+    return Denoiser(net, sigma_data=0.66).eval()
+
+
+def test_generator_reuses_samples_as_prefixes():
+    gen = evaluation.Generator(small_class_model(), evaluation.SamplerSpec(steps=3))
+    labels = torch.full((3,), 4)
+    a = gen(labels, 3, seed=7)
+    b = gen(torch.full((5,), 4), 5, seed=7)
+    assert gen.generated == 5                      # 3, then only the 2 missing
+    torch.testing.assert_close(b[:3], a)
+    c = gen(torch.full((2,), 5), 2, seed=7)
+    assert gen.generated == 7 and not torch.allclose(c, b[:2])
+    with pytest.raises(ValueError, match="one class at a time"):
+        gen(torch.tensor([1, 2]), 2, seed=0)
+
+
+def _fake_score(title, offset):
+    per_class = {name: 50.0 + offset + k for k, name in enumerate(data.CLASS_NAMES)}
+    floor = {name: 40.0 + k for k, name in enumerate(data.CLASS_NAMES)}
+    block = {"per_class": per_class, "floor_per_class": floor, "n": 8, "n_per_class": None,
+             "average": sum(per_class.values()) / 10, "floor_average": sum(floor.values()) / 10}
+    return {"title": title, "params": "p", "report": block,
+            "standard": {**block, "pooled": 60.0 + offset, "floor_pooled": 20.0, "kid_mean": 0.01}}
+
+
+def test_slide_tables_from_scores():
+    scores = {"class_1": _fake_score("Class Conditional 1", 0), "class_2": _fake_score("Class Conditional 2", 10)}
+    t8 = evaluation.slide8_table(scores)
+    assert t8["report FID (slide 8)"].tolist() == [89.56, 87.83]
+    assert t8["ours, standard (pooled)"].tolist() == [60.0, 70.0]
+    t9 = evaluation.slide9_table(scores)
+    assert list(t9.columns) == list(data.CLASS_NAMES) and len(t9) == 3
+    assert t9.index[-1].startswith("real vs real")
+    excess = evaluation.excess_over_floor(t9)
+    assert (excess.loc["Class Conditional 2"] == 20.0).all()
+    assert evaluation.rank_classes(t9.iloc[:-1]).index[0] == "T-shirt/top"
+
+
+def test_report_slide9_numbers_are_the_reports():
+    t = evaluation.report_slide9_table()
+    assert t.loc["Class Conditional 4", "T-shirt/top"] == 143.98
+    assert t.loc["Class Conditional 2"].mean() == pytest.approx(config.get_preset("class_2").report_fid, abs=0.01)
