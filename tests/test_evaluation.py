@@ -1,24 +1,12 @@
 """diffnb.evaluation: FID generators reuse samples, tables are built from results files."""
-import pandas as pd
 import pytest
 import torch
 
-from diffnb import config, data, evaluation, nets
-from diffnb.config import ModelConfig
-from diffnb.precond import Denoiser
+from diffnb import config, data, evaluation
 
 
-def small_class_model():
-    torch.manual_seed(0)
-    net = nets.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
-    for m in net.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.normal_(m.weight, std=0.1)
-    return Denoiser(net, sigma_data=0.66).eval()
-
-
-def test_generator_reuses_samples_as_prefixes():
-    gen = evaluation.Generator(small_class_model(), evaluation.SamplerSpec(steps=3))
+def test_generator_reuses_samples_as_prefixes(random_class_model):
+    gen = evaluation.Generator(random_class_model, evaluation.SamplerSpec(steps=3))
     labels = torch.full((3,), 4)
     a = gen(labels, 3, seed=7)
     b = gen(torch.full((5,), 4), 5, seed=7)

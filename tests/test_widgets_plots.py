@@ -42,17 +42,8 @@ def test_save_figure_is_deterministic_and_records_provenance(tmp_path, monkeypat
         plots.save_figure(plots.grid_figure(grid, nrow=2), slide="slide6", name="x")
 
 
-def test_class_picker_redraws_on_class_and_seed():
-    from diffnb import nets
-    from diffnb.config import ModelConfig
-    from diffnb.precond import Denoiser
-    torch.manual_seed(0)
-    net = nets.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
-    for m in net.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.normal_(m.weight, std=0.2)
-    picker = widgets.ClassSampler(Denoiser(net, sigma_data=0.66), class_names=data.CLASS_NAMES,
-                                  n=2, steps=3)
+def test_class_picker_redraws_on_class_and_seed(random_class_model):
+    picker = widgets.ClassSampler(random_class_model, class_names=data.CLASS_NAMES, n=2, steps=3)
     first = picker.image.value
     picker.klass.value = 7
     assert picker.image.value != first and picker.label.value.startswith("Sneaker")
