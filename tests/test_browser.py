@@ -1,15 +1,22 @@
-"""A real browser on notebook 01: JupyterLab + headless Chromium move the sigma slider.
+"""A real browser on the notebooks' widgets: JupyterLab + headless Chromium move the sigma slider
+of notebook 01 and pick a class and a seed in notebook 04.
 
 The fixture starts ``jupyter lab`` from this environment on 127.0.0.1 (a free port, a random token,
-throw-away Jupyter config/data/runtime/settings/workspace folders), and the test runs
+throw-away Jupyter config/data/runtime/settings/workspace folders), and each test runs
 ``tests/browser/run_notebook.mjs`` (npm's ``playwright-core`` driving the system Chromium) on a
-*copy* of ``notebooks/01_noising.ipynb`` with its outputs stripped, placed under the git-ignored
-``artifacts/browser/``; the notebook in ``notebooks/`` is never opened. Note that running the copy
-executes the notebook, so it rewrites ``figures/<profile>/s0*_*.png`` exactly as nbval does.
+*copy* of its notebook with the outputs stripped, placed under the git-ignored
+``artifacts/browser/``; the notebooks in ``notebooks/`` are never opened. Note that running a copy
+executes the notebook, so it rewrites ``figures/<profile>/s*_*.png`` exactly as nbval does.
+
+The kernel inherits this process's environment, so ``DIFFNB_PROFILE`` (unset: ``quick`` without
+CUDA, ``full`` with it) picks the same profile as the other tests; ``diffnb`` comes from the
+editable install, so ``runtime.project_root()`` is this checkout even though the copy runs in a
+temporary folder, and notebook 04 reuses the checkpoints in ``checkpoints/<profile>/``. Without
+them it trains class_1/class_2 first (minutes on a CPU; hence that test's longer timeouts).
 
 Artefacts, kept after the run in ``artifacts/browser/``: ``01_noising-sigma.png`` (the page),
 ``01_noising-sigma-widget.png`` (the widget's cell), ``01_noising-sigma.json`` (the script's
-report) and ``jupyter-server.log``.
+report), the same three for ``04_class_conditioning-picker``, and ``jupyter-server.log``.
 
 Needs Chromium (``apt-get install chromium``) and ``node_modules/playwright-core`` (``npm ci``);
 ``scripts/setup.sh --test`` installs both. Without them the test is skipped, or fails when ``CI``
@@ -39,6 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"
 SCRIPT = ROOT / "tests" / "browser" / "run_notebook.mjs"
 NODE_TIMEOUT_S = 240          # the node script's own watchdog; the whole run takes ~20-40 s
+CELLS_TIMEOUT_S = 120         # for "run all cells" inside it
+# Notebook 04: ~60-100 s on 2 busy CPU cores with its checkpoints present (its cells sample 80
+# images); without them it trains class_1/class_2 first (~3-6 min more).
+PICKER_NODE_TIMEOUT_S = 600
+PICKER_CELLS_TIMEOUT_S = 420
 SERVER_START_TIMEOUT_S = 120
 
 
@@ -218,7 +230,8 @@ def _notebook_copy(source: Path, folder: Path) -> Path:
     return target
 
 
-def _run_notebook(jupyter_lab, tools, notebook: Path, interaction: str, name: str) -> dict:
+def _run_notebook(jupyter_lab, tools, notebook: Path, interaction: str, name: str, *,
+                  node_timeout: int = NODE_TIMEOUT_S, cells_timeout: int = CELLS_TIMEOUT_S) -> dict:
     """Run the node script on a copy of ``notebook``; return its report (also saved as JSON)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=ARTIFACTS))
@@ -228,18 +241,22 @@ def _run_notebook(jupyter_lab, tools, notebook: Path, interaction: str, name: st
         screenshot = ARTIFACTS / f"{name}.png"
         for stale in (screenshot, ARTIFACTS / f"{name}-widget.png"):
             stale.unlink(missing_ok=True)
+        # A workspace of its own per run: the server is shared by the tests, and the default
+        # workspace would reopen the previous test's notebook, deleted by then (404s in the console).
         cmd = [tools["node"], str(SCRIPT), "--url",
-               f"{jupyter_lab['url']}/lab/tree/{rel}?token={jupyter_lab['token']}",
+               f"{jupyter_lab['url']}/lab/workspaces/{workdir.name}/tree/{rel}"
+               f"?token={jupyter_lab['token']}",
                "--interaction", interaction, "--screenshot", str(screenshot),
-               "--chromium", tools["chromium"], "--timeout", str(NODE_TIMEOUT_S)]
+               "--chromium", tools["chromium"], "--timeout", str(node_timeout),
+               "--cells-timeout", str(cells_timeout)]
         # Own process group: on a hang, SIGTERM reaches node, whose playwright closes Chromium.
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            stdout, stderr = proc.communicate(timeout=NODE_TIMEOUT_S + 60)
+            stdout, stderr = proc.communicate(timeout=node_timeout + 60)
         except subprocess.TimeoutExpired:
             _kill_group(proc, grace_s=15)
-            pytest.fail(f"{SCRIPT.name} hung for {NODE_TIMEOUT_S + 60}s", pytrace=False)
+            pytest.fail(f"{SCRIPT.name} hung for {node_timeout + 60}s", pytrace=False)
         finally:
             _kill_group(proc, grace_s=15)
     finally:
@@ -269,6 +286,20 @@ def _console_errors(report: dict) -> list[str]:
     return errors + [f"uncaught: {e}" for e in report.get("pageErrors", [])]
 
 
+def _assert_ran_cleanly(report: dict, where: str) -> None:
+    """Every cell ran without an error, and the widget rendered (no "Error displaying widget")."""
+    assert report["cellOutputs"]["errors"] == [], f"cells raised {where}"
+    bad_stderr = [s for s in report["cellOutputs"]["stderr"]
+                  if re.search(r"Traceback|Error\b", s["text"])]
+    assert bad_stderr == [], f"cells printed errors to stderr {where}"
+    # Errors raised inside a widget callback (parent message comm_msg) land in no cell: the
+    # script listens to the kernel's iopub channel for them.
+    kernel_errors = [p for p in report["kernelProblems"]
+                     if p["type"] == "error" or re.search(r"Traceback|Error\b", p["text"])]
+    assert kernel_errors == [], f"the kernel reported errors {where}"
+    assert report["widgetErrors"] == [], f"a widget failed to render {where}"
+
+
 SIGMA_LABEL = re.compile(r"^sigma = ([0-9.eE+-]+)$")
 
 
@@ -282,18 +313,7 @@ def test_noise_explorer_slider_in_jupyterlab(jupyter_lab, browser_tools):
     report = _run_notebook(jupyter_lab, browser_tools, ROOT / "notebooks" / "01_noising.ipynb",
                            interaction="sigma", name="01_noising-sigma")
     where = f"(report: {ARTIFACTS / '01_noising-sigma.json'})"
-
-    # Every cell ran without an error, and the widget rendered (no "Error displaying widget").
-    assert report["cellOutputs"]["errors"] == [], f"cells raised {where}"
-    bad_stderr = [s for s in report["cellOutputs"]["stderr"]
-                  if re.search(r"Traceback|Error\b", s["text"])]
-    assert bad_stderr == [], f"cells printed errors to stderr {where}"
-    # Errors raised inside a widget callback (parent message comm_msg) land in no cell: the
-    # script listens to the kernel's iopub channel for them.
-    kernel_errors = [p for p in report["kernelProblems"]
-                     if p["type"] == "error" or re.search(r"Traceback|Error\b", p["text"])]
-    assert kernel_errors == [], f"the kernel reported errors {where}"
-    assert report["widgetErrors"] == [], f"a widget failed to render {where}"
+    _assert_ran_cleanly(report, where)
 
     before, after = report["before"], report["after"]
     for snap in (before, after):
@@ -309,6 +329,63 @@ def test_noise_explorer_slider_in_jupyterlab(jupyter_lab, browser_tools):
     assert before["images"][0]["sha256"] != after["images"][0]["sha256"], \
         f"the image did not change when sigma moved {sigma_before} -> {sigma_after} {where}"
     assert after["sliders"][0]["readout"] == report["action"]["readout"]
+
+    assert _console_errors(report) == [], f"browser console errors {where}"
+
+    for shot in report["screenshots"]:
+        assert Path(shot).stat().st_size > 10_000, f"screenshot {shot} is (nearly) empty"
+
+
+PICKER_LABEL = re.compile(r"^(?P<klass>.+): seed (?P<seed>\d+), (?P<steps>\d+) Euler steps$")
+
+
+def _picker(snapshot: dict) -> dict:
+    """ClassSampler's state in a snapshot: its label parsed, the controls' values, the image."""
+    labels = [m for text in snapshot["labels"] if (m := PICKER_LABEL.match(text or ""))]
+    assert len(labels) == 1, \
+        f"expected one 'CLASS: seed N, S Euler steps' label, got {snapshot['labels']}"
+    dropdowns = [d["value"] for d in snapshot["dropdowns"] if d["description"] == "class"]
+    seeds = [t["value"] for t in snapshot["texts"] if t["description"] == "seed"]
+    assert len(dropdowns) == 1 and len(seeds) == 1, (snapshot["dropdowns"], snapshot["texts"])
+    assert len(snapshot["images"]) == 1, snapshot["images"]
+    image = snapshot["images"][0]
+    assert image["naturalWidth"] > 0 and image["bytes"] > 1000, image
+    label = labels[0]
+    return {"label": label.group(0), "klass": label["klass"], "seed": int(label["seed"]),
+            "steps": int(label["steps"]), "dropdown": dropdowns[0], "seed_box": seeds[0],
+            "sha256": image["sha256"]}
+
+
+def test_class_picker_in_jupyterlab(jupyter_lab, browser_tools):
+    name = "04_class_conditioning-picker"
+    report = _run_notebook(jupyter_lab, browser_tools,
+                           ROOT / "notebooks" / "04_class_conditioning.ipynb",
+                           interaction="picker", name=name,
+                           node_timeout=PICKER_NODE_TIMEOUT_S, cells_timeout=PICKER_CELLS_TIMEOUT_S)
+    where = f"(report: {ARTIFACTS / (name + '.json')})"
+    _assert_ran_cleanly(report, where)
+
+    action = report["action"]
+    before, mid, after = (_picker(s) for s in (report["before"], action["mid"], report["after"]))
+    # The notebook's picker starts on class 0 (T-shirt/top, which the report's bug sampled as
+    # "no class") with seed 0 and 25 steps.
+    assert (before["klass"], before["seed"], before["steps"]) == ("T-shirt/top", 0, 25), before
+    assert (before["dropdown"], before["seed_box"]) == ("T-shirt/top", "0"), before
+
+    # Picking the class redrew label and image for the new class, same seed.
+    assert (mid["klass"], mid["seed"], mid["steps"]) == (action["class"], 0, 25), \
+        f"after picking {action['class']}: {mid['label']!r} {where}"
+    assert mid["dropdown"] == action["class"], mid
+    assert mid["sha256"] != before["sha256"], f"the image did not change with the class {where}"
+
+    # Typing the seed (Enter) redrew them again: new class and new seed in the label, a new image.
+    expected = (action["class"], int(action["seed"]), 25)
+    assert (after["klass"], after["seed"], after["steps"]) == expected, \
+        f"after typing seed {action['seed']}: {after['label']!r} {where}"
+    assert (after["dropdown"], after["seed_box"]) == (action["class"], action["seed"]), after
+    assert after["label"] != before["label"]
+    assert len({before["sha256"], mid["sha256"], after["sha256"]}) == 3, \
+        f"the image did not change with the seed {where}"
 
     assert _console_errors(report) == [], f"browser console errors {where}"
 

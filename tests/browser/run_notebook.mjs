@@ -3,6 +3,7 @@
 //
 //   node tests/browser/run_notebook.mjs --url 'http://127.0.0.1:PORT/lab/tree/PATH.ipynb?token=T' \
 //        --interaction sigma --screenshot artifacts/browser/01_noising-sigma.png [--timeout 180]
+//        [--cells-timeout 120]   (seconds for "run all cells"; notebook 04 may train first: longer)
 //
 // Steps: open the notebook, wait for its kernel, run all cells (JupyterLab's own command
 // `notebook:run-all-cells`), wait until every code cell has run and the kernel is idle, find the
@@ -18,7 +19,8 @@
 // (--chromium, default $DIFFNB_CHROMIUM or /usr/bin/chromium). JupyterLab must be started with
 // --LabApp.expose_app_in_browser=True (window.jupyterapp), which the pytest fixture does.
 //
-// Interactions are small named functions in INTERACTIONS below: (ctx) => details. ctx gives
+// Interactions are small named functions in INTERACTIONS below (`sigma`: notebook 01's slider;
+// `picker`: notebook 04's class dropdown and seed box): (ctx) => details. ctx gives
 // { page, root (Locator of the widget cell's output area), settle(), log() }. They act like a user
 // (keyboard, mouse) on `root`; the harness snapshots before and after.
 import { chromium } from 'playwright-core';
@@ -60,18 +62,75 @@ async function sigma({ page, root, log }) {
            readout: await slider.locator('.widget-readout').first().innerText() };
 }
 
-// To add one (e.g. notebook 04's class/seed picker): select a class with
-// `root.locator('.widget-dropdown select').selectOption({ label: 'Sneaker' })` or click a
-// `.widget-toggle-button` by text, then set the seed with
-// `root.locator('.widget-text input').fill('7')` + `.press('Enter')`; return what was chosen.
-const INTERACTIONS = { sigma, none: async () => ({ method: 'none' }) };
+/** Wait until the widget's Label texts differ from `before` (the kernel has redrawn), or throw.
+ * ClassSampler sets the image first and the label last in one callback, so a new label means the
+ * whole redraw has arrived; settle() then waits for the image to load and the kernel to go idle. */
+async function waitForNewLabels(root, before, what, timeoutMs) {
+  await root.page().waitForFunction(([el, old]) => {
+    const now = [...el.querySelectorAll('div.widget-label')]
+      .map((n) => n.textContent.replace(/\s+/g, ' ').trim());
+    return JSON.stringify(now) !== old;
+  }, [await root.elementHandle(), JSON.stringify(before)], { timeout: timeoutMs, polling: 200 })
+    .catch(() => {
+      throw new Error(`${what}: the label did not change within ${timeoutMs / 1000}s`);
+    });
+}
+
+/** Notebook 04's ClassSampler: pick the class "Sneaker" in the Dropdown "class" (a <select>;
+ * selectOption fires the change event a user's pick fires), wait for the redraw, then type 5 into
+ * the BoundedIntText "seed" and press Enter (ipywidgets sends a text box's value on its change
+ * event, which Enter or leaving the box fires; Tab is the fallback). The
+ * harness snapshots `after` once the second redraw has settled; `action.mid` is the state after
+ * the class change alone, so the test can tell the two redraws apart. */
+async function picker({ page, root, settle, log }) {
+  const klass = 'Sneaker', seed = '5';
+  const redrawMs = 180_000;            // 4 samples x 25 Euler steps: seconds, more on a busy CPU
+  const labelled = (sel, name) => root.locator(sel).filter({
+    has: page.locator('label.widget-label', { hasText: new RegExp(`^\\s*${name}\\s*$`) }),
+  }).first();
+  const select = labelled('.widget-dropdown', 'class').locator('select');
+  const input = labelled('.widget-text', 'seed').locator('input');
+  await select.waitFor({ state: 'visible', timeout: 30_000 });
+  await select.scrollIntoViewIfNeeded();
+  const labelsOf = async () => (await root.evaluate(snapshotInPage)).labels;
+
+  const classBefore = await select.evaluate((s) => s.selectedOptions[0]?.textContent.trim());
+  let labels = await labelsOf();
+  await select.selectOption({ label: klass });
+  log(`picker: class ${classBefore} -> ${klass}`);
+  await waitForNewLabels(root, labels, 'class change', redrawMs);
+  const mid = await settle(redrawMs);
+
+  const seedBefore = await input.inputValue();
+  labels = mid.labels;
+  await input.click();
+  await input.fill(seed);
+  await input.press('Enter');
+  // Enter commits the value in Chromium: the kernel goes busy with the redraw at once. If it has
+  // not within 3 s, leave the box with Tab, which commits it too; `action.seedKey` says which.
+  let seedKey = 'Enter';
+  const busy = await page.waitForFunction(
+    () => window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status !== 'idle',
+    null, { timeout: 3_000, polling: 50 }).then(() => true, () => false);
+  if (!busy && JSON.stringify(await labelsOf()) === JSON.stringify(labels)) {
+    log('picker: Enter did not send the seed, pressing Tab');
+    seedKey = 'Tab';
+    await input.press('Tab');
+  }
+  log(`picker: seed ${seedBefore} -> ${seed} (${seedKey})`);
+  await waitForNewLabels(root, labels, 'seed change', redrawMs);
+  return { method: `selectOption, then keyboard (click, fill, ${seedKey})`, class: klass, seed,
+           seedKey, classBefore, seedBefore, mid };
+}
+
+const INTERACTIONS = { sigma, picker, none: async () => ({ method: 'none' }) };
 
 // ----------------------------------------------------------------------------------------------
 // Harness
 // ----------------------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const args = { timeout: 180, interaction: 'none', width: 1280, height: 1000,
+  const args = { timeout: 180, 'cells-timeout': 120, interaction: 'none', width: 1280, height: 1000,
                  chromium: process.env.DIFFNB_CHROMIUM || '/usr/bin/chromium' };
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, '');
@@ -82,7 +141,7 @@ function parseArgs(argv) {
   if (!(args.interaction in INTERACTIONS)) {
     throw new Error(`unknown interaction ${args.interaction}; known: ${Object.keys(INTERACTIONS)}`);
   }
-  for (const k of ['timeout', 'width', 'height']) args[k] = Number(args[k]);
+  for (const k of ['timeout', 'cells-timeout', 'width', 'height']) args[k] = Number(args[k]);
   return args;
 }
 
@@ -248,7 +307,7 @@ async function main() {
     // at the first cell that raised (the cells after it stay unrun).
     await page.evaluate(() => window.jupyterapp.commands.execute('notebook:run-all-cells'));
     await poll('all cells to run', (s) => (s.ran === s.codeCells || s.errors > 0) && s.running === 0
-                                          && s.kernel === 'idle', 120_000);
+                                          && s.kernel === 'idle', args['cells-timeout'] * 1000);
     mark('cells ran');
     const collectOutputs = async () => {
       const outs = await page.evaluate(cellOutputsInPage);
