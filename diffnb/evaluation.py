@@ -85,12 +85,13 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
             "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
             "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
                       "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
+    den = trained.raw if spec.weights == "raw" else trained.denoiser
+    want["weights_fingerprint"] = round(float(sum(p.double().sum() for p in den.parameters())), 6)
     path = _result_path(preset.name, tag)
     if reuse and path.exists():
         old = json.loads(path.read_text())
         if all(old.get(k) == v for k, v in want.items()):
             return old
-    den = trained.raw if spec.weights == "raw" else trained.denoiser
     gen = Generator(den, spec)
     cc = preset.model.class_conditional
     t0 = time.perf_counter()

@@ -43,7 +43,7 @@ PROFILES = {
                     sampler_steps=50),
     "quick": Profile(name="quick", epochs_scale=0.16, epoch_images=256, valid_images=256,
                      grid_samples=16, per_class_samples=8, fid_report_per_class=8,
-                     fid_standard_n=80, fid_standard_per_class=8, fid_test_n=500,
+                     fid_standard_n=60, fid_standard_per_class=6, fid_test_n=500,
                      sampler_steps=25),
 }
 

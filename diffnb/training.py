@@ -161,8 +161,9 @@ def _train_epoch(st: _State, preset: Preset, train: data.Images, *, amp: bool, s
         loss = step_fn(y.contiguous(memory_format=torch.channels_last), labels, gen)
         running += loss.detach()
         seen += 1
-        if st.ema is not None:
-            _ema_update(st.ema, st.denoiser, preset.train.ema_decay)
+        if st.ema is not None:  # ramped decay: a short run's EMA is not stuck at the init
+            step = st.sched.last_epoch
+            _ema_update(st.ema, st.denoiser, min(preset.train.ema_decay, (1 + step) / (10 + step)))
         if i % 25 == 24 or i == steps - 1:
             mean = running.item() / seen
             if not math.isfinite(mean):
