@@ -76,7 +76,9 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
           protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True) -> dict:
     """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
 
-    A result with the same preset, profile, sampler, seed and sizes is reused (``reuse``).
+    A result that *this checkout* computed for the same preset, weights, profile, sampler, seed
+    and sizes is reused (``reuse``); a committed result from elsewhere (a fresh clone, CI) is
+    always recomputed, so every number in ``results/`` is re-derived where it is checked.
     """
     preset = trained.preset
     p = runtime.profile()
@@ -88,9 +90,10 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     den = trained.raw if spec.weights == "raw" else trained.denoiser
     want["weights_fingerprint"] = round(float(sum(p.double().sum() for p in den.parameters())), 6)
     path = _result_path(preset.name, tag)
-    if reuse and path.exists():
+    stamp = runtime.cache_dir("scores") / f"{p.name}_{path.name}"
+    if reuse and path.exists() and stamp.exists():
         old = json.loads(path.read_text())
-        if all(old.get(k) == v for k, v in want.items()):
+        if json.loads(stamp.read_text()) == want and all(old.get(k) == v for k, v in want.items()):
             return old
     gen = Generator(den, spec)
     cc = preset.model.class_conditional
@@ -106,6 +109,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
     tmp.replace(path)
+    stamp.write_text(json.dumps(want, sort_keys=True, default=float))
     return out
 
 

@@ -44,3 +44,26 @@ def test_report_slide9_numbers_are_the_reports():
     t = evaluation.report_slide9_table()
     assert t.loc["Class Conditional 4", "T-shirt/top"] == 143.98
     assert t.loc["Class Conditional 2"].mean() == pytest.approx(config.get_preset("class_2").report_fid, abs=0.01)
+
+
+def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch, random_class_model):
+    from types import SimpleNamespace
+    from diffnb import fid, runtime
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_evaluate(gen, *, protocol, seed, class_conditional):
+        calls.append(protocol)
+        return {"protocol": protocol, "pooled": 1.0}
+    monkeypatch.setattr(fid, "evaluate", fake_evaluate)
+    preset = config.scaled(config.get_preset("class_1"))
+    trained = SimpleNamespace(preset=preset, raw=random_class_model, denoiser=random_class_model,
+                              history={"epoch_seconds": [1.0]})
+    evaluation.score(trained, protocols=("standard",))
+    evaluation.score(trained, protocols=("standard",))
+    assert calls == ["standard"]                       # reused on this machine
+    for stamp in (tmp_path / "cache" / "scores").glob("*"):
+        stamp.unlink()                                 # as in a fresh clone: results/ only
+    evaluation.score(trained, protocols=("standard",))
+    assert calls == ["standard", "standard"]
