@@ -88,7 +88,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
             "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
                       "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
     den = trained.raw if spec.weights == "raw" else trained.denoiser
-    want["weights_fingerprint"] = round(float(sum(p.double().sum() for p in den.parameters())), 6)
+    want["weights_fingerprint"] = round(float(sum(p.detach().double().sum() for p in den.parameters())), 6)
     path = _result_path(preset.name, tag)
     stamp = runtime.cache_dir("scores") / f"{p.name}_{path.name}"
     if reuse and path.exists() and stamp.exists():
