@@ -92,7 +92,7 @@ def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> float:
 
 def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int, compile: bool):
     st = training._new_state(preset, dev)
-    step = training._make_step(st, preset, amp=training.default_amp(dev), compile=compile)
+    step = training._make_step(st, preset, amp=runtime.default_amp(dev), compile=compile)
     train = data.train_valid_split()[0].to(dev)
     gen = torch.Generator(dev).manual_seed(0)
     bs = preset.train.batch_size

@@ -90,6 +90,15 @@ def array_png(array: np.ndarray, *, upscale: int = 1) -> bytes:
     return buf.getvalue()
 
 
+def _figure_path(slide: str, name: str, ext: str) -> Path:
+    """``figures[/quick]/<slide>_<name>.<ext>``, with the slide id and name checked."""
+    if not SLIDE_ID.match(slide):
+        raise ValueError(f"slide id {slide!r} must look like 's03' (slide number, two digits)")
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise ValueError(f"figure name {name!r} must be lowercase letters, digits and '_'")
+    return runtime.output_dir("figures") / f"{slide}_{name}.{ext}"
+
+
 def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
                 close: bool = False) -> Path:
     """Save ``fig`` as ``figures[/quick]/<slide>_<name>.png`` with a ``.json`` provenance sidecar.
@@ -97,11 +106,7 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
     ``slide`` is the report's slide id, e.g. ``"s03"``; full-profile figures go to ``figures/``,
     quick-profile ones to ``figures/quick/`` so that a quick run never overwrites a full one.
     """
-    if not SLIDE_ID.match(slide):
-        raise ValueError(f"slide id {slide!r} must look like 's03' (slide number, two digits)")
-    if not re.fullmatch(r"[a-z0-9_]+", name):
-        raise ValueError(f"figure name {name!r} must be lowercase letters, digits and '_'")
-    path = runtime.output_dir("figures") / f"{slide}_{name}.png"
+    path = _figure_path(slide, name, "png")
     tmp = path.with_suffix(".png.tmp")
     tmp.write_bytes(png_bytes(fig))
     tmp.replace(path)
@@ -123,11 +128,9 @@ def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
     """Save [0, 1] grayscale frames as ``figures[/quick]/<slide>_<name>.gif`` (looping)."""
     from PIL import Image
 
-    if not SLIDE_ID.match(slide):
-        raise ValueError(f"slide id {slide!r} must look like 's05'")
+    path = _figure_path(slide, name, "gif")
     images = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8)
                               .repeat(upscale, 0).repeat(upscale, 1)) for f in frames]
-    path = runtime.output_dir("figures") / f"{slide}_{name}.gif"
     tmp = path.with_suffix(".gif.tmp")
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                    duration=frame_ms, loop=0)

@@ -104,6 +104,11 @@ def cache_dir(name: str) -> Path:
     return path
 
 
+def default_amp(dev: torch.device) -> bool:
+    """bf16 autocast on CUDA and on CPUs (1.8-5x faster here, REFERENCE section 6)."""
+    return dev.type in ("cuda", "cpu")
+
+
 def device_name() -> str:
     dev = device()
     if dev.type == "cuda":

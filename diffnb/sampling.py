@@ -95,7 +95,7 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int | None = 
         if (labels == NULL_CLASS).any():
             raise ValueError(f"class label {NULL_CLASS} is not a class: use 0..9 "
                              "(0 = T-shirt/top), or labels=None for unconditional samples")
-    amp = dev.type in ("cuda", "cpu") if amp is None else amp
+    amp = runtime.default_amp(dev) if amp is None else amp
     sigmas = noise.karras_sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     was_training = den.training
     den.eval()

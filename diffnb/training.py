@@ -178,7 +178,7 @@ def _train_epoch(st: _State, preset: Preset, train: data.Images, *, amp: bool, s
 def first_losses(preset: Preset, *, steps: int, device=None, amp: bool | None = None) -> list[float]:
     """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
     dev = torch.device(device) if device is not None else runtime.device()
-    amp = default_amp(dev) if amp is None else amp
+    amp = runtime.default_amp(dev) if amp is None else amp
     st = _new_state(preset, dev)
     step = _make_step(st, preset, amp=amp, compile=False)
     train_split = data.train_valid_split()[0].to(dev)
@@ -283,11 +283,6 @@ def _latest_start(folder: Path, epochs: int) -> Path | None:
 
 # ---- entry points ------------------------------------------------------------------------
 
-def default_amp(device: torch.device) -> bool:
-    """bf16 autocast on CUDA and on CPUs (1.8-5x faster here, REFERENCE section 6)."""
-    return device.type in ("cuda", "cpu")
-
-
 def train(preset: Preset | str, *, device=None, amp: bool | None = None, compile: bool = False,
           progress: bool = True, stop_after: int | None = None) -> Trained:
     """Train ``preset`` (already scaled to a profile) to its epochs, resuming when possible.
@@ -296,7 +291,7 @@ def train(preset: Preset | str, *, device=None, amp: bool | None = None, compile
     """
     preset = config.get_preset(preset)
     dev = torch.device(device) if device is not None else runtime.device()
-    amp = default_amp(dev) if amp is None else amp
+    amp = runtime.default_amp(dev) if amp is None else amp
     folder = checkpoint_dir(preset)
     st = _new_state(preset, dev)
     start = _latest_start(folder, preset.train.epochs) if folder.exists() else None
