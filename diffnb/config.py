@@ -69,6 +69,7 @@ class Preset:
     train: TrainConfig
     report_fid: float | None = None     # slide 8's "Average FID", for comparison tables
     notes: str = field(default="", compare=False)
+    profile: str | None = field(default=None, compare=False)  # set by scaled()
 
     @property
     def short(self) -> str:
@@ -126,13 +127,27 @@ def get_preset(name: str | Preset) -> Preset:
 
 
 def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
-    """The preset with the profile's loop sizes (epochs, images per epoch); nothing else changes."""
+    """The preset with the profile's loop sizes (epochs, images per epoch, batch); nothing else.
+
+    Idempotent: a preset already scaled to ``profile`` is returned as it is. A profile with a
+    larger ``train_batch`` than the preset's raises the batch and scales the learning rate by
+    the square root of the ratio (the square-root rule for Adam, Malladi et al. 2022).
+    """
     profile = profile or runtime.profile()
+    if preset.profile == profile.name:
+        return preset
+    if preset.profile is not None:
+        raise ValueError(f"preset {preset.name!r} is already scaled to the {preset.profile!r} "
+                         f"profile; scale the unscaled preset to {profile.name!r} instead")
     train = preset.train
     epochs = max(1, round(train.epochs * profile.epochs_scale))
-    return replace(preset, train=replace(train, epochs=epochs,
-                                         epoch_images=profile.epoch_images or train.epoch_images,
-                                         valid_images=profile.valid_images or train.valid_images))
+    train = replace(train, epochs=epochs,
+                    epoch_images=profile.epoch_images or train.epoch_images,
+                    valid_images=profile.valid_images or train.valid_images)
+    if profile.train_batch and profile.train_batch > train.batch_size:
+        ratio = profile.train_batch / train.batch_size
+        train = replace(train, batch_size=profile.train_batch, lr=train.lr * ratio ** 0.5)
+    return replace(preset, train=train, profile=profile.name)
 
 
 def as_dict(preset: Preset) -> dict:

@@ -15,7 +15,7 @@ SIGMA_DATA = 0.66
 def tiny(arch="class", **train) -> Preset:
     model = ModelConfig(arch=arch, nb_channels=8, num_blocks=2, cond_channels=8)
     t = TrainConfig(epochs=2, batch_size=16, epoch_images=64, valid_images=32, **train)
-    return Preset(name=f"tiny_{arch}", title="tiny", model=model, train=t)
+    return Preset(name=f"tiny_{arch}", title="tiny", model=model, train=t, profile="quick")
 
 
 def denoiser(arch) -> Denoiser:
