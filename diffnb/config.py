@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from diffnb import runtime
+from diffnb import noise, runtime
 
 ARCHS = ("base", "condbn", "class", "unet")
 
@@ -48,8 +48,8 @@ class TrainConfig:
     warmup_fraction: float = 0.0        # share of all steps spent warming up (cosine only)
     ema_decay: float | None = None      # None: sample with the raw weights (the report)
     label_dropout: float = 0.0          # classifier-free guidance: P(label -> null class)
-    P_mean: float = -1.2                # EDM Table 1
-    P_std: float = 1.2
+    P_mean: float = noise.P_MEAN        # EDM Table 1
+    P_std: float = noise.P_STD
     seed: int = 0
     epoch_images: int | None = None     # None: the whole 50k training split
     valid_images: int | None = None     # None: the whole 10k validation split
