@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffnb import noise, runtime
-from diffnb.nets import NULL_CLASS, check_labels
+from diffnb.conditioning import NULL_CLASS, check_labels
 from diffnb.precond import Denoiser
 
 SOLVERS = ("euler", "heun")

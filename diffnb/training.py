@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffnb import config, data, nets, runtime
+from diffnb import config, data, models, runtime
 from diffnb.config import Preset
-from diffnb.nets import NULL_CLASS
+from diffnb.conditioning import NULL_CLASS
 from diffnb.precond import Denoiser
 
 VALID_BATCH = 256
@@ -60,7 +60,7 @@ class _State:
 
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
     torch.manual_seed(preset.train.seed)  # weight init
-    net = nets.build(preset.model)
+    net = models.build(preset.model)
     sd = data.sigma_data() if sigma_data is None else sigma_data
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
 

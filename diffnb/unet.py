@@ -1,4 +1,5 @@
-"""A class-conditional UNet F for 32x32 images (DDPM UNet layout, EDM-style conditioning).
+"""A class-conditional UNet F (Ronneberger et al. 2015; the DDPM layout of Ho et al. 2020, with
+the conditioning of Karras et al. 2022, EDM).
 
 32x32 -> 16x16 -> 8x8 (one level per entry of ``channel_mult``, widths nb_channels * mult):
   down  conv_in, then per level num_blocks residual blocks and an average-pool downsample;
@@ -8,9 +9,9 @@
   up    per level num_blocks + 1 blocks, each on concat(h, skip), then nearest upsample + conv
         to the finer level's width;
   out   GroupNorm -> SiLU -> conv_out 3x3 (zero-init with ``zero_init``: F = 0, D(x) = c_skip x).
-Conditioning as in the ResNets: FourierEmbedding(c_noise) + ClassEmbedding(label) (NULL_CLASS or
-None: "no class", for classifier-free guidance), then an MLP (EDM), giving per-channel
-(gamma, beta) of the second GroupNorm of every block.
+Conditioning as in the ResNets (diffnb.conditioning): FourierEmbedding(c_noise) +
+ClassEmbedding(label) (NULL_CLASS or None: "no class", for classifier-free guidance),
+then an MLP (EDM), giving per-channel (gamma, beta) of the second GroupNorm of every block.
 Built for bf16 autocast + channels_last on the CPU: no op here leaves channels_last or is slow
 in bf16 (GroupNorm's group size and the written-out attention were chosen by measurement).
 """
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from diffnb import nets
+from diffnb.conditioning import ClassEmbedding, CondNorm2d, FourierEmbedding, check_labels
 from diffnb.config import ModelConfig
 
 HEADS = 4                # self-attention heads
@@ -41,19 +42,15 @@ def _zero(layer: nn.Module) -> nn.Module:
     return layer
 
 
-class CondGroupNorm2d(nets.CondBatchNorm2d):
-    """GroupNorm(affine=False), then per-channel (gamma, beta) from the embedding (CondBatchNorm2d's
-    interface).
+def cond_group_norm(channels: int, cond_channels: int) -> CondNorm2d:
+    """GroupNorm(affine=False), then per-channel (gamma, beta) from the embedding.
 
-    Chosen over CondBatchNorm2d because it normalises each image on its own: a sample's output
-    does not depend on the rest of its batch (samples identical at any batch size, no train/eval
-    gap, no running statistics, batches of 1 train fine); with >= 16 channels per group it is as
-    fast as BatchNorm in bf16 + channels_last on the CPU.
+    Chosen over conditional BatchNorm because it normalises each image on its own: a sample's
+    output does not depend on the rest of its batch (samples identical at any batch size, no
+    train/eval gap, no running statistics, batches of 1 train fine); with >= 16 channels per
+    group it is as fast as BatchNorm in bf16 + channels_last on the CPU.
     """
-
-    def __init__(self, channels: int, cond_channels: int):
-        super().__init__(channels, cond_channels)
-        self.norm = nn.GroupNorm(num_groups(channels), channels, affine=False)
+    return CondNorm2d(nn.GroupNorm(num_groups(channels), channels, affine=False), cond_channels)
 
 
 class SelfAttention(nn.Module):
@@ -97,7 +94,7 @@ class UNetBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.GroupNorm(num_groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = CondGroupNorm2d(out_ch, cond_channels)
+        self.norm2 = cond_group_norm(out_ch, cond_channels)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.attn = SelfAttention(out_ch) if attention else None
@@ -133,8 +130,8 @@ class UNet(nn.Module):
         _check_config(cfg)
         self.cfg = cfg
         E, widths = cfg.cond_channels, [cfg.nb_channels * m for m in cfg.channel_mult]
-        self.noise_emb = nets.FourierEmbedding(E)
-        self.class_emb = nets.ClassEmbedding(E)
+        self.noise_emb = FourierEmbedding(E)
+        self.class_emb = ClassEmbedding(E)
         self.emb_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E), nn.SiLU())  # EDM
         block = lambda i, o, attn=False: UNetBlock(i, o, cond_channels=E, zero_init=cfg.zero_init,
                                                    attention=attn and cfg.attention)
@@ -169,7 +166,7 @@ class UNet(nn.Module):
         return 2 ** (len(self.cfg.channel_mult) - 1)
 
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        labels = nets.check_labels(labels, c_noise.shape[0], c_noise.device)
+        labels = check_labels(labels, c_noise.shape[0], c_noise.device)
         return self.emb_mlp(self.noise_emb(c_noise) + self.class_emb(labels))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
