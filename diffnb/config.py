@@ -22,9 +22,12 @@ class ModelConfig:
     nb_channels: int
     num_blocks: int
     cond_channels: int
-    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths at 32x32, 16x16, 8x8
+    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths per level (32, 16, 8 px)
     attention: bool = False                     # unet only: self-attention at the lowest resolution
     zero_init: bool = True                      # improved initialisation (conditional nets only)
+    image_channels: int = 1                     # 1: Fashion-MNIST; 3: CelebA (RGB)
+    image_size: int = 32                        # image side: 32 (Fashion-MNIST padded), 64 (CelebA)
+    num_attributes: int = 0                     # 0: classes; > 0: multi-hot attributes (CelebA)
 
     def __post_init__(self):
         if self.arch not in ARCHS:

@@ -5,7 +5,8 @@ One family, three members, chosen by ``ModelConfig.arch``:
   condbn  BatchNorm2d(affine=False) modulated by (gamma, beta) from the noise embedding, with the
           improved initialisation (zero-init of each block's second conv and of conv_out);
   class   condbn + a class embedding added to the noise embedding (one extra "null" class for
-          classifier-free guidance).
+          classifier-free guidance), or with ``num_attributes`` an attribute embedding.
+Fully convolutional: ``image_channels`` sets the input and output channels, any image size works.
 """
 from __future__ import annotations
 
@@ -47,21 +48,26 @@ class ResBlock(nn.Module):
 class ResNet(nn.Module):
     """conv_in 3x3 -> num_blocks residual blocks -> conv_out 3x3 (the course's starter model)."""
 
-    def __init__(self, cfg: ModelConfig, *, image_channels: int = 1):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.arch not in ("base", "condbn", "class"):
             raise ValueError(f"ResNet builds base/condbn/class, not {cfg.arch!r}")
+        if cfg.num_attributes and cfg.arch != "class":
+            raise ValueError(f"num_attributes needs arch 'class' or 'unet', not {cfg.arch!r}")
         self.cfg = cfg
         self.conditional = cfg.arch != "base"
         self.class_conditional = cfg.arch == "class"
+        self.num_attributes = cfg.num_attributes
+        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
         self.noise_emb = FourierEmbedding(cfg.cond_channels) if self.conditional else None
-        self.class_emb = ClassEmbedding(cfg.cond_channels) if self.class_conditional else None
-        self.conv_in = nn.Conv2d(image_channels, cfg.nb_channels, 3, padding=1)
+        self.class_emb = (ClassEmbedding(cfg.cond_channels, num_attributes=cfg.num_attributes)
+                          if self.class_conditional else None)
+        self.conv_in = nn.Conv2d(cfg.image_channels, cfg.nb_channels, 3, padding=1)
         self.blocks = nn.ModuleList(
             ResBlock(cfg.nb_channels, cfg.cond_channels, conditional=self.conditional,
                      zero_init=cfg.zero_init)
             for _ in range(cfg.num_blocks))
-        self.conv_out = nn.Conv2d(cfg.nb_channels, image_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(cfg.nb_channels, cfg.image_channels, 3, padding=1)
         if self.conditional and cfg.zero_init:
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
@@ -73,7 +79,8 @@ class ResNet(nn.Module):
             return None
         emb = self.noise_emb(c_noise)
         if self.class_conditional:
-            labels = check_labels(labels, c_noise.shape[0], c_noise.device)
+            labels = check_labels(labels, c_noise.shape[0], c_noise.device,
+                                  num_attributes=self.num_attributes)
             emb = emb + self.class_emb(labels)  # slide 7: class embedding + noise embedding
         return emb
 

@@ -1,7 +1,8 @@
 """A class-conditional UNet F (Ronneberger et al. 2015; the DDPM layout of Ho et al. 2020, with
 the conditioning of Karras et al. 2022, EDM).
 
-32x32 -> 16x16 -> 8x8 (one level per entry of ``channel_mult``, widths nb_channels * mult):
+One level per entry of ``channel_mult``, widths nb_channels * mult, e.g. 32x32 -> 16x16 -> 8x8
+for Fashion-MNIST (three entries) or 64x64 -> 32x32 -> 16x16 -> 8x8 for CelebA (four):
   down  conv_in, then per level num_blocks residual blocks and an average-pool downsample;
         every output is kept as a skip; with ``attention``, each block at the lowest
         resolution ends in multi-head self-attention (down, mid and up);
@@ -10,7 +11,7 @@ the conditioning of Karras et al. 2022, EDM).
         to the finer level's width;
   out   GroupNorm -> SiLU -> conv_out 3x3 (zero-init with ``zero_init``: F = 0, D(x) = c_skip x).
 Conditioning as in the ResNets (diffnb.conditioning): FourierEmbedding(c_noise) +
-ClassEmbedding(label) (NULL_CLASS or None: "no class", for classifier-free guidance),
+ClassEmbedding(label or attributes) (None or null: "no condition", for classifier-free guidance),
 then an MLP (EDM), giving per-channel (gamma, beta) of the second GroupNorm of every block.
 Built for bf16 autocast + channels_last on the CPU: no op here leaves channels_last or is slow
 in bf16 (GroupNorm's group size and the written-out attention were chosen by measurement).
@@ -119,23 +120,25 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """The network F(c_in x, c_noise, labels) of ``ModelConfig(arch="unet")``; always
-    class-conditional (labels None or NULL_CLASS: "no class")."""
+    """The network F(c_in x, c_noise, labels) of ``ModelConfig(arch="unet")``; always conditional
+    on a class, or on attributes with ``num_attributes`` (None or null: "no condition")."""
 
     class_conditional = True
     conditional = True
 
-    def __init__(self, cfg: ModelConfig, *, image_channels: int = 1):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         _check_config(cfg)
         self.cfg = cfg
+        self.num_attributes = cfg.num_attributes
+        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
         E, widths = cfg.cond_channels, [cfg.nb_channels * m for m in cfg.channel_mult]
         self.noise_emb = FourierEmbedding(E)
-        self.class_emb = ClassEmbedding(E)
+        self.class_emb = ClassEmbedding(E, num_attributes=cfg.num_attributes)
         self.emb_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E), nn.SiLU())  # EDM
         block = lambda i, o, attn=False: UNetBlock(i, o, cond_channels=E, zero_init=cfg.zero_init,
                                                    attention=attn and cfg.attention)
-        self.conv_in = nn.Conv2d(image_channels, widths[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.image_channels, widths[0], 3, padding=1)
         self.down, skip_ch, ch = nn.ModuleList(), [widths[0]], widths[0]
         for level, width in enumerate(widths):
             lowest = level == len(widths) - 1
@@ -156,7 +159,7 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch, widths[level - 1]))
                 ch = widths[level - 1]
         self.norm_out = nn.GroupNorm(num_groups(ch), ch)
-        self.conv_out = nn.Conv2d(ch, image_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
         if cfg.zero_init:  # improved initialisation: F = 0, so D(x) = c_skip x at the start
             _zero(self.conv_out)
 
@@ -166,7 +169,8 @@ class UNet(nn.Module):
         return 2 ** (len(self.cfg.channel_mult) - 1)
 
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        labels = check_labels(labels, c_noise.shape[0], c_noise.device)
+        labels = check_labels(labels, c_noise.shape[0], c_noise.device,
+                              num_attributes=self.num_attributes)
         return self.emb_mlp(self.noise_emb(c_noise) + self.class_emb(labels))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
@@ -208,3 +212,7 @@ def _check_config(cfg: ModelConfig) -> None:
     if cfg.num_blocks < 1 or cfg.nb_channels < 1:
         raise ValueError(f"UNet needs num_blocks >= 1 and nb_channels >= 1, got "
                          f"{cfg.num_blocks} and {cfg.nb_channels}")
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    if cfg.image_size % factor:
+        raise ValueError(f"image_size {cfg.image_size} is not a multiple of {factor}, needed by "
+                         f"{len(cfg.channel_mult)} levels (channel_mult={cfg.channel_mult})")

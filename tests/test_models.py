@@ -1,5 +1,6 @@
 """Preconditioning, networks, training, checkpoints, samplers (slides 4-7)."""
 import subprocess
+import sys
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -249,23 +250,36 @@ def test_trajectory_capture():
 OLD_COMMIT = "4e954d2"  # the last commit with the conditioning inside nets.py and unet.py
 
 
-def _old_networks():
-    """nets.py and unet.py as of OLD_COMMIT, as two modules (old unet imports old nets)."""
+def _old_module(name: str, **namespace) -> types.ModuleType:
+    """diffnb/<name>.py as of OLD_COMMIT, run as module old_<name> with ``namespace`` given."""
     root = Path(__file__).resolve().parent.parent
     try:
-        show = lambda path: subprocess.run(["git", "-C", str(root), "show", f"{OLD_COMMIT}:{path}"],
-                                           capture_output=True, text=True, check=True).stdout
-        sources = show("diffnb/nets.py"), show("diffnb/unet.py")
+        src = subprocess.run(["git", "-C", str(root), "show", f"{OLD_COMMIT}:diffnb/{name}.py"],
+                             capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.skip(f"no git history with commit {OLD_COMMIT} here ({err})")
-    old = {}
-    for name, src in zip(("nets", "unet"), sources):
-        mod = types.ModuleType(f"old_{name}")
-        mod.__dict__.update(old)  # old unet's "nets"
+    mod = types.ModuleType(f"old_{name}")
+    mod.__dict__.update(namespace)
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    try:
         exec(compile(src.replace("from diffnb import nets\n", ""), f"old_{name}.py", "exec"),
              mod.__dict__)
-        old[name] = mod
-    return old["nets"], old["unet"]
+    finally:
+        del sys.modules[mod.__name__]
+    return mod
+
+
+def _old_networks():
+    """nets.py and unet.py as of OLD_COMMIT (old unet imports old nets)."""
+    old_nets = _old_module("nets")
+    return old_nets, _old_module("unet", nets=old_nets)
+
+
+def test_run_keys_are_those_before_the_new_model_options():
+    """The new model options have defaults: the presets (and their checkpoints) keep their keys."""
+    old = _old_module("config")
+    for name, preset in config.PRESETS.items():
+        assert config.run_key(preset) == old.run_key(old.PRESETS[name]), name
 
 
 def _randomise(net: nn.Module, seed: int) -> nn.Module:
@@ -318,6 +332,23 @@ def test_labels_are_checked_on_the_cpu_only():
     with pytest.raises(ValueError, match="3 labels for a batch of 2"):
         conditioning.check_labels([1, 2, 3], 2, "cpu")
     torch.testing.assert_close(conditioning.check_labels([4], 3, "cpu"), torch.tensor([4, 4, 4]))
+
+
+def test_attribute_labels_null_rows_and_range():
+    check = lambda labels, **kw: conditioning.check_labels(labels, 2, "cpu", num_attributes=3, **kw)
+    assert check(None).tolist() == [[-1] * 3] * 2
+    assert check([[1, 0, 1]]).tolist() == [[1, 0, 1]] * 2
+    null = conditioning.null_like(check([[1, 0, 1], [0, 0, 0]]))
+    assert null.tolist() == [[conditioning.NULL_ATTRIBUTE] * 3] * 2
+    for bad in ([[1, 0, 2], [0, 0, 0]], [[1, -1, 0], [0, 0, 0]]):
+        with pytest.raises(ValueError, match="out of range"):
+            check(bad)
+    with pytest.raises(ValueError, match="is not a condition"):
+        check([[-1, -1, -1], [0, 1, 0]], allow_null=False)
+    emb = conditioning.ClassEmbedding(4, num_attributes=3)
+    nn.init.normal_(emb.linear.weight)
+    out = emb(check([[0, 0, 0], [-1, -1, -1]]))
+    assert not torch.allclose(out[0], out[1]), "all-zero attributes must not be 'no condition'"
 
 
 def test_cond_norm_wraps_a_norm_without_affine_parameters():
