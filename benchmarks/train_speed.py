@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from diffnb import config, data, nets, runtime, training
+from diffnb import config, data, models, runtime, training
 from diffnb.precond import Denoiser
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, no sparsity
@@ -69,7 +69,7 @@ class TransformDataset(torch.utils.data.Dataset):
 
 def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> float:
     torch.manual_seed(0)
-    den = Denoiser(nets.build(preset.model), sigma_data=data.sigma_data()).to(dev)
+    den = Denoiser(models.build(preset.model), sigma_data=data.sigma_data()).to(dev)
     opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr)
     loader = torch.utils.data.DataLoader(TransformDataset(data.train_valid_split()[0]),
                                          batch_size=32, shuffle=True, num_workers=0)
@@ -133,7 +133,7 @@ def main() -> None:
     batch = args.batch or (32 if args.smoke else (512 if cuda else 128))
     fast = replace(preset, train=replace(preset.train, batch_size=batch))
 
-    flops = 3 * conv_flops_per_image(nets.build(preset.model),
+    flops = 3 * conv_flops_per_image(models.build(preset.model),
                                      labels=preset.model.class_conditional)
     naive = naive_images_per_second(preset, dev, steps=steps, warmup=warmup)
     ours, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,

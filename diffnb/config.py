@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from diffnb import runtime
+from diffnb import noise, runtime
 
 ARCHS = ("base", "condbn", "class", "unet")
 
@@ -22,9 +22,12 @@ class ModelConfig:
     nb_channels: int
     num_blocks: int
     cond_channels: int
-    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths at 32x32, 16x16, 8x8
+    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths per level (32, 16, 8 px)
     attention: bool = False                     # unet only: self-attention at the lowest resolution
     zero_init: bool = True                      # improved initialisation (conditional nets only)
+    image_channels: int = 1                     # 1: Fashion-MNIST; 3: CelebA (RGB)
+    image_size: int = 32                        # image side: 32 (Fashion-MNIST padded), 64 (CelebA)
+    num_attributes: int = 0                     # 0: classes; > 0: multi-hot attributes (CelebA)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -48,8 +51,8 @@ class TrainConfig:
     warmup_fraction: float = 0.0        # share of all steps spent warming up (cosine only)
     ema_decay: float | None = None      # None: sample with the raw weights (the report)
     label_dropout: float = 0.0          # classifier-free guidance: P(label -> null class)
-    P_mean: float = -1.2                # EDM Table 1
-    P_std: float = 1.2
+    P_mean: float = noise.P_MEAN        # EDM Table 1
+    P_std: float = noise.P_STD
     seed: int = 0
     epoch_images: int | None = None     # None: the whole 50k training split
     valid_images: int | None = None     # None: the whole 10k validation split

@@ -90,7 +90,7 @@ def plan(profile: runtime.Profile) -> list[Stage]:
 
 def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
     """FLOPs of a stage by precision: training and sampling in bf16, Inception in fp32."""
-    from diffnb import nets as models, studies  # MERGE: diffnb.models
+    from diffnb import models, studies
 
     out = {"bf16": 0.0, "fp32": 0.0}
     for name in stage.presets if stage.kind == "train" else ():

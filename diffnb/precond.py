@@ -32,6 +32,16 @@ class Denoiser(nn.Module):
     def class_conditional(self) -> bool:
         return getattr(self.net, "class_conditional", False)
 
+    @property
+    def num_attributes(self) -> int:
+        """0: class labels; > 0: attribute rows of this length (diffnb.conditioning)."""
+        return getattr(self.net, "num_attributes", 0)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image, what the sampler starts from."""
+        return tuple(getattr(self.net, "image_shape", (1, 32, 32)))
+
     def _coefficients(self, sigma: torch.Tensor, x: torch.Tensor):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma

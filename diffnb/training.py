@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffnb import checkpoints, config, data, runtime
-from diffnb import nets as models  # MERGE: diffnb.models
+from diffnb import checkpoints, config, data, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
-from diffnb.nets import NULL_CLASS  # MERGE: diffnb.conditioning
+from diffnb.conditioning import null_like
 from diffnb.config import Preset
 from diffnb.precond import Denoiser
 
@@ -107,8 +106,9 @@ def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -
     """Classifier-free guidance training: each label becomes the null class with probability p."""
     if p <= 0:
         return labels
-    drop = torch.rand(labels.shape, generator=generator, device=generator.device) < p
-    return torch.where(drop.to(labels.device), torch.full_like(labels, NULL_CLASS), labels)
+    drop = torch.rand(labels.shape[:1], generator=generator, device=generator.device) < p
+    drop = drop.to(labels.device).reshape(drop.shape + (1,) * (labels.ndim - drop.ndim))
+    return torch.where(drop, null_like(labels), labels)
 
 
 def epoch_generator(preset: Preset, epoch: int, device) -> torch.Generator:
