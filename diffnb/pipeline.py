@@ -40,7 +40,12 @@ ASSUMED_TFLOPS = {"cuda": {"bf16": 250.0, "fp32": 40.0}, "cpu": {"bf16": 0.7, "f
 
 
 class Unfinished(Exception):
-    """A stage stopped at the deadline; what it finished is saved, the rest waits."""
+    """A stage stopped at the deadline; what it finished is saved, the rest waits.
+    ``progressed``: whether this call finished anything (an epoch) before stopping."""
+
+    def __init__(self, message: str, *, progressed: bool = True):
+        super().__init__(message)
+        self.progressed = progressed
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,16 @@ def run_stage(stage: Stage, ctx: Context) -> dict:
     from diffnb import evaluation, studies
 
     if stage.kind == "train":
+        progressed = False
         for name in stage.presets:
             t = training.load_or_train(name, profile=ctx.profile, device=ctx.device,
                                        deadline=ctx.deadline, compile=ctx.compile,
                                        progress=False)
+            done = len(t.history["train_loss"])
+            progressed |= done > t.resumed_from
             if not t.finished:
-                done = len(t.history["train_loss"])
-                raise Unfinished(f"{name}: {done}/{t.preset.train.epochs} epochs")
+                raise Unfinished(f"{name}: {done}/{t.preset.train.epochs} epochs",
+                                 progressed=progressed)
         return {"epochs": {n: len(ctx.trained(n).history["train_loss"]) for n in stage.presets}}
     if stage.kind == "fid":
         s = evaluation.score(ctx.trained(stage.presets[0]), seed=ctx.seed)
@@ -183,6 +191,7 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
     state, name = load_state(profile), runtime.device_name()
     stages = [s for s in plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
                                                           for pat in only)]
+    ran_here = False
     for stage in stages:
         if stage.name in state["stages"]:
             continue
@@ -201,10 +210,9 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
         try:
             info = run_stage(stage, ctx)
         except Unfinished as why:
-            spent = time.perf_counter() - t0
+            first = not ran_here and not why.progressed
             hint = ("the deadline is too short for even one epoch: nothing was lost, give a "
-                    "longer --deadline" if spent < 1 or "0/" in str(why) else
-                    "run the same command again to go on")
+                    "longer --deadline" if first else "run the same command again to go on")
             print(f"pipeline: {stage.name} stopped at the deadline ({why}); {hint}.")
             break
         seconds = time.perf_counter() - t0
@@ -212,6 +220,7 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
                                        "info": info}
         save_state(profile, state)
+        ran_here = True
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in stages if s.name not in state["stages"]]
     print(f"pipeline: {len(stages) - len(pending)}/{len(stages)} stages done"
@@ -237,7 +246,8 @@ def describe(profile: runtime.Profile, device: torch.device) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m diffnb.pipeline", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("profile", choices=sorted(runtime.PROFILES))
+    p.add_argument("profile", nargs="?", default=None, choices=sorted(runtime.PROFILES),
+                   help="default: $DIFFNB_PROFILE, else full with CUDA and quick without")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now")
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
@@ -247,8 +257,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.deadline is not None and args.deadline <= 0:
         p.error("--deadline must be a positive number of seconds")
-    os.environ[runtime.PROFILE_ENV] = args.profile  # the run starts here: one profile for all
-    profile = runtime.PROFILES[args.profile]
+    profile = runtime.PROFILES[args.profile] if args.profile else runtime.profile()
+    os.environ[runtime.PROFILE_ENV] = profile.name  # the run starts here: one profile for all
     runtime.banner()
     if args.list:
         print(describe(profile, torch.device(args.device) if args.device else runtime.device()))

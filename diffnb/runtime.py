@@ -127,6 +127,15 @@ def cache_dir(name: str) -> Path:
     return path
 
 
+def stamps_dir() -> Path:
+    """Stamps of results computed by this checkout (``outputs_root()/.cache/scores``, ignored):
+    a committed result is reused only where a stamp says it was computed here or unpacked from
+    this checkout's own GPU run; a fresh clone recomputes every number."""
+    path = outputs_root() / ".cache" / "scores"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def default_amp(dev: torch.device) -> bool:
     """bf16 autocast on CUDA and on CPUs (1.8-5x faster here, REFERENCE section 6)."""
     return dev.type in ("cuda", "cpu")

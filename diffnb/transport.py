@@ -136,7 +136,7 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
     found = [p for p in (root / f"results{sub}").rglob("*") if p.is_file()]
     found += [p for p in (root / f"figures{sub}").glob("*") if p.is_file()]
     found += [p for p in (ckpt / profile.name).rglob("*.half.pt")]
-    found += list(runtime.cache_dir("scores").glob(f"{profile.name}_*"))
+    found += list(runtime.stamps_dir().glob(f"{profile.name}_*"))
     nb_dir = root / "notebooks" if profile.name == "full" else root / "build/notebooks" / \
         profile.name
     found += sorted(nb_dir.glob("*.ipynb"))
@@ -145,7 +145,7 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
 
 def _arcname(path: Path, root: Path) -> str:
     ckpt = Path(os.environ.get("DIFFNB_CHECKPOINTS", root / "checkpoints"))
-    for base, label in ((runtime.cache_dir("scores"), ".cache/scores"), (ckpt, "checkpoints"),
+    for base, label in ((runtime.stamps_dir(), ".cache/scores"), (ckpt, "checkpoints"),
                         (root, "")):
         try:
             rel = path.resolve().relative_to(base.resolve()).as_posix()
@@ -213,7 +213,7 @@ def unpack(folder: Path, root: Path, *, force: bool = False) -> dict[str, list[s
             if name.startswith("checkpoints/"):
                 target = ckpt / name.split("/", 1)[1]
             elif name.startswith(".cache/scores/"):
-                target = runtime.cache_dir("scores") / name.split("/", 2)[2]
+                target = runtime.stamps_dir() / name.split("/", 2)[2]
             else:
                 target = root / name
             if target.exists() and not force and file_sha256(target) != info.get("sha256") \
@@ -242,7 +242,7 @@ def main(argv=None) -> None:
     up.add_argument("folder")
     up.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
-    root = runtime.project_root()
+    root = runtime.outputs_root()
     try:
         if args.cmd == "receive":
             r = receive(root)

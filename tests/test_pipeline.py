@@ -24,7 +24,6 @@ TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds", "epoch_seconds", "ima
 def _use(root, monkeypatch):
     monkeypatch.setenv("DIFFNB_OUTPUTS", str(root))
     monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(root / "checkpoints"))
-    monkeypatch.setenv("DIFFNB_CACHE_SCORES", str(root / "scores"))
 
 
 def _strip(obj):

@@ -68,7 +68,7 @@ def carried(profile: runtime.Profile) -> dict[str, Path]:
     root = checkpoints.root()
     for half in sorted((root / profile.name).rglob("*.half.pt")):
         files[f"checkpoints/{half.relative_to(root).as_posix()}"] = half
-    for stamp in sorted(runtime.cache_dir("scores").glob(f"{profile.name}_*")):
+    for stamp in sorted(runtime.stamps_dir().glob(f"{profile.name}_*")):
         files[f".cache/scores/{stamp.name}"] = stamp
     return files
 
