@@ -125,6 +125,38 @@ def latest_start(folder: Path, epochs: int) -> Path | None:
     return best
 
 
+def restore(st, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
+            profile: runtime.Profile | None = None) -> None:
+    """Load a checkpoint into a ``training.TrainState``: weights (fp16 ones back to fp32), and
+    for a full checkpoint the optimizer, scheduler and RNG too."""
+    check(blob, preset, path, profile)
+    models_ = [(st.denoiser, blob["model"])]
+    if st.ema is not None and blob["ema"] is not None:
+        models_.append((st.ema, blob["ema"]))
+    for den, state in models_:
+        den.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in state.items()})
+        den.sigma_data = blob["sigma_data"]
+    st.epoch, st.history = blob["epoch"], blob["history"]
+    if is_compact(blob):
+        return
+    st.opt.load_state_dict(blob["optimizer"])
+    st.sched.load_state_dict(blob["scheduler"])
+    if rng:
+        torch.set_rng_state(blob["rng"]["torch"])
+
+
+def state_blob(st, preset: Preset, profile: runtime.Profile) -> dict:
+    """A full checkpoint of a ``training.TrainState``: everything needed to resume exactly."""
+    return {"format": FORMAT, "run_key": config.run_key(preset),
+            "preset": json.dumps(config.as_dict(preset), default=str), "profile": profile.name,
+            "epoch": st.epoch, "sigma_data": st.denoiser.sigma_data,
+            "model": st.denoiser.state_dict(),
+            "ema": st.ema.state_dict() if st.ema is not None else None,
+            "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
+            "history": st.history, "rng": {"torch": torch.get_rng_state()}}
+
+
 def describe(blob: dict) -> str:
     preset = json.loads(blob["preset"]) if isinstance(blob.get("preset"), str) else {}
     return f"{preset.get('name', '?')} epoch {blob.get('epoch')} ({blob.get('kind', 'full')})"

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from diffnb.data import NUM_CLASSES
 

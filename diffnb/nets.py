@@ -11,8 +11,8 @@ Fully convolutional: ``image_channels`` sets the input and output channels, any 
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from diffnb.conditioning import ClassEmbedding, CondNorm2d, FourierEmbedding, check_labels
 from diffnb.config import ModelConfig

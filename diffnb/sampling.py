@@ -6,7 +6,6 @@ the solvers are deterministic after that, so a sample does not depend on the bat
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -109,8 +108,7 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int | None = 
         stop = min(n, start + batch_size)
         x = initial_noise(seeds[start:stop], shape=shape, sigma_max=sigma_max, device=dev)
         lab = labels[start:stop] if labels is not None else None
-        ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
-        with ctx:
+        with runtime.autocast(dev, amp):
             x = _solve(den, x, sigmas, lab, solver=solver, guidance=guidance,
                        trajectory=trajectory if start == 0 else None)
         out.append(x.float().cpu())

@@ -75,6 +75,7 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
 def floor_curve(*, profile: runtime.Profile, seed: int = SEED):
     """Real-vs-real FID of n vs n training images for the profile's ``floor_ns`` (a DataFrame)."""
     import pandas as pd
+
     from diffnb import evaluation
 
     rows = _memo("s08_floor_vs_n", {"ns": list(profile.floor_ns), "seed": seed},

@@ -12,18 +12,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from diffnb import checkpoints, config, data, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.conditioning import null_like
 from diffnb.config import Preset
 from diffnb.precond import Denoiser
+from diffnb.schedules import ema_decay, ema_update, lr_factor, steps_per_epoch  # noqa: F401
 
 VALID_BATCH = 256
 CHECK_EVERY = 100  # steps between read-backs of the loss (one host sync each)
@@ -67,41 +66,6 @@ def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = Non
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
 
 
-def steps_per_epoch(preset: Preset) -> int:
-    n = preset.train.epoch_images or (data.COUNTS["train"] - data.VALID_SIZE)
-    return max(1, n // preset.train.batch_size)
-
-
-def lr_factor(preset: Preset):
-    """Multiplier of ``preset.train.lr`` at optimizer step k (0-based): constant, or a linear
-    warm-up over ``warmup_fraction`` of all steps then a cosine decay to 0."""
-    t = preset.train
-    total = t.epochs * steps_per_epoch(preset)
-    warmup = round(t.warmup_fraction * total)
-
-    def factor(step: int) -> float:
-        if t.lr_schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
-def ema_decay(step: int, decay: float) -> float:
-    """Ramped EMA decay: a short run's average is not stuck at the initial weights."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, *, decay: float) -> None:
-    """ema <- ema + (1 - decay) (model - ema); buffers (BatchNorm statistics) are copied."""
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
 def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
     """Classifier-free guidance training: each label becomes the null class with probability p."""
     if p <= 0:
@@ -126,12 +90,6 @@ def batches(split: data.Images, preset: Preset, *, generator: torch.Generator,
         labels = (drop_labels(labels, p=preset.train.label_dropout, generator=generator)
                   if class_conditional else None)
         yield y.contiguous(memory_format=torch.channels_last), labels
-
-
-def autocast(device, amp: bool):
-    """bf16 autocast when ``amp`` (the one autocast helper of training and sampling)."""
-    dev = torch.device(device)
-    return torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 def make_state(preset: Preset, device) -> TrainState:
@@ -161,7 +119,7 @@ class TrainStep:
         st, t = self.st, self.t
         sigma, eps = st.denoiser.draw_noise(y, P_mean=t.P_mean, P_std=t.P_std,
                                             generator=generator)
-        with autocast(y.device, self.amp):
+        with runtime.autocast(y.device, self.amp):
             loss = self.loss_from(y, sigma, eps, labels)
         st.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,7 +143,7 @@ def validation_loss(den: Denoiser, valid: data.Images, preset: Preset, *, amp: b
     for start in range(0, n, VALID_BATCH):
         idx = torch.arange(start, min(n, start + VALID_BATCH), device=dev)
         y, labels = data.sample_batch(valid, idx)
-        with autocast(dev, amp):
+        with runtime.autocast(dev, amp):
             loss = den.loss(y.contiguous(memory_format=torch.channels_last),
                             labels if den.class_conditional else None,
                             P_mean=preset.train.P_mean, P_std=preset.train.P_std, generator=gen)
@@ -241,37 +199,6 @@ def first_losses(preset: Preset, *, steps: int, device=None, amp: bool | None = 
     return losses
 
 
-def _restore(st: TrainState, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
-             profile: runtime.Profile | None = None) -> None:
-    checkpoints.check(blob, preset, path, profile)
-    models_ = [(st.denoiser, blob["model"])]
-    if st.ema is not None and blob["ema"] is not None:
-        models_.append((st.ema, blob["ema"]))
-    for den, state in models_:
-        den.load_state_dict({k: v.float() if v.is_floating_point() else v
-                             for k, v in state.items()})
-        den.sigma_data = blob["sigma_data"]
-    st.epoch, st.history = blob["epoch"], blob["history"]
-    if checkpoints.is_compact(blob):
-        return
-    st.opt.load_state_dict(blob["optimizer"])
-    st.sched.load_state_dict(blob["scheduler"])
-    if rng:
-        torch.set_rng_state(blob["rng"]["torch"])
-
-
-def _blob(st: TrainState, preset: Preset, profile: runtime.Profile) -> dict:
-    import json
-
-    return {"format": checkpoints.FORMAT, "run_key": config.run_key(preset),
-            "preset": json.dumps(config.as_dict(preset), default=str), "profile": profile.name,
-            "epoch": st.epoch, "sigma_data": st.denoiser.sigma_data,
-            "model": st.denoiser.state_dict(),
-            "ema": st.ema.state_dict() if st.ema is not None else None,
-            "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
-            "history": st.history, "rng": {"torch": torch.get_rng_state()}}
-
-
 def checkpoint_dir(preset: Preset, profile: runtime.Profile | None = None) -> Path:
     return checkpoints.run_dir(preset, profile or runtime.profile())
 
@@ -293,7 +220,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     st = make_state(preset, dev)
     start = checkpoints.latest_start(folder, preset.train.epochs) if folder.exists() else None
     if start is not None:
-        _restore(st, checkpoints.load(start), preset, start, profile=profile)
+        checkpoints.restore(st, checkpoints.load(start), preset, start, profile=profile)
     resumed_from, t0 = st.epoch, time.perf_counter()
     train_split, valid_split = (s.to(dev) for s in data.train_valid_split())
     step = TrainStep(st, preset, amp=amp, compile=compile)
@@ -321,7 +248,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             h["epoch_seconds"].append(seconds)
             h["images_per_second"].append(steps_per_epoch(preset) * preset.train.batch_size
                                           / seconds)
-            checkpoints.save(_blob(st, preset, profile), folder / "last.pt")
+            checkpoints.save(checkpoints.state_blob(st, preset, profile), folder / "last.pt")
             last_epoch = time.perf_counter() - e0
             if bar is not None:
                 bar.update(1)
@@ -331,7 +258,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     if st.epoch < preset.train.epochs:
         return Trained(preset, None, None, st.history, folder, resumed_from,
                        time.perf_counter() - t0, finished=False)
-    blob = _blob(st, preset, profile)
+    blob = checkpoints.state_blob(st, preset, profile)
     final = folder / checkpoints.final_name(st.epoch)
     if not final.exists():
         checkpoints.save(blob, final)
@@ -375,7 +302,7 @@ def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = Non
     final = checkpoints.find_final(preset, profile)
     if final is not None and not retrain:
         st = make_state(preset, dev)
-        _restore(st, checkpoints.load(final), preset, final, rng=False, profile=profile)
+        checkpoints.restore(st, checkpoints.load(final), preset, final, rng=False, profile=profile)
         return _trained(st, preset, final.parent, st.epoch, 0.0)
     folder = checkpoints.run_dir(preset, profile)
     if retrain and folder.exists():

@@ -19,8 +19,8 @@ in bf16 (GroupNorm's group size and the written-out attention were chosen by mea
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from diffnb.conditioning import ClassEmbedding, CondNorm2d, FourierEmbedding, check_labels
 from diffnb.config import ModelConfig

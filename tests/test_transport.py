@@ -52,7 +52,6 @@ def test_receive_refuses_a_corrupt_chunk_by_name(tmp_path):
 def outputs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path / "out"))
     monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(tmp_path / "out" / "checkpoints"))
-    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     return tmp_path / "out"
 
 
@@ -66,7 +65,7 @@ def _make_outputs(root):
     half.parent.mkdir(parents=True)
     half.write_bytes(b"weights")
     (half.parent / "last.pt").write_bytes(b"unfinished, not packed")
-    (runtime.cache_dir("scores") / "tiny_a.json").write_text("{}")
+    (runtime.stamps_dir() / "tiny_a.json").write_text("{}")
     return tiny
 
 
@@ -81,12 +80,11 @@ def test_pack_unpack_round_trip_into_a_cold_checkout(outputs_root, tmp_path):
               if p.is_file() and p.name != "last.pt"}
     import shutil
     shutil.rmtree(outputs_root)                              # the machine went cold
-    shutil.rmtree(tmp_path / "cache")
     r = transport.unpack(tmp_path / "OUT", outputs_root)
     assert r["kept"] == []
     for rel, data in before.items():
         assert (outputs_root / rel).read_bytes() == data
-    assert (runtime.cache_dir("scores") / "tiny_a.json").exists()
+    assert (runtime.stamps_dir() / "tiny_a.json").exists()
 
 
 def test_unpack_refuses_bad_or_missing_parts_and_keeps_newer_local_files(outputs_root, tmp_path):
