@@ -7,6 +7,8 @@ Notebooks read their tables from here, so no number is typed by hand.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -21,19 +23,29 @@ def provenance(**extra) -> dict:
             "torch": torch.__version__, **extra}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def atomic_write(path: str | os.PathLike, content: bytes | str) -> Path:
+    """Write bytes (or text, as UTF-8) so that readers see the old file or the whole new one.
+
+    The temporary file is unique to the process and thread: concurrent writers of one path
+    (a shared cache) never write into each other's file; the last one to finish wins.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def save_table(df: pd.DataFrame, name: str, *, meta: dict | None = None,
                floatfmt: str = ".2f") -> Path:
     """Write ``df`` as CSV + Markdown + JSON provenance under ``results[/quick]/``."""
     base = runtime.output_dir("results") / name
-    _atomic_write(base.with_suffix(".csv"), df.to_csv(index=False))
-    _atomic_write(base.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
-    _atomic_write(base.with_suffix(".json"),
+    atomic_write(base.with_suffix(".csv"), df.to_csv(index=False))
+    atomic_write(base.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    atomic_write(base.with_suffix(".json"),
                   json.dumps(provenance(table=name, rows=len(df), **(meta or {})),
                              indent=2, sort_keys=True, default=str) + "\n")
     return base.with_suffix(".csv")
@@ -49,7 +61,7 @@ def load_table(name: str) -> pd.DataFrame:
 
 def save_json(obj: dict, name: str) -> Path:
     path = runtime.output_dir("results") / f"{name}.json"
-    _atomic_write(path, json.dumps({**provenance(), **obj}, indent=2, sort_keys=True,
+    atomic_write(path, json.dumps({**provenance(), **obj}, indent=2, sort_keys=True,
                                    default=str) + "\n")
     return path
 
