@@ -3,6 +3,7 @@ their provenance, and the report's tables rebuilt from those files.
 
 Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
+The FID sizes are the run profile's.
 """
 from __future__ import annotations
 
@@ -72,6 +73,13 @@ def _result_path(preset_name: str, tag: str):
     return folder / f"{preset_name}{tag}.json"
 
 
+def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
+    """The FID sizes of each protocol (keywords of :func:`fid.evaluate`) in a run profile."""
+    return {"report": {"n": profile.fid_report_per_class},
+            "standard": {"n": profile.fid_standard_n, "n_per_class": profile.fid_standard_per_class,
+                         "test_n": profile.fid_test_n}}
+
+
 def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed: int = 0,
           protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True) -> dict:
     """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
@@ -83,6 +91,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     preset = trained.preset
     p = runtime.profile()
     spec = spec.resolved()
+    sizes = _protocol_sizes(p)
     want = {"preset": preset.name, "run_key": config.run_key(preset), "profile": p.name,
             "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
             "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
@@ -103,7 +112,8 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
            "train_seconds": float(sum(trained.history["epoch_seconds"])),
            "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
     for protocol in protocols:
-        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc)
+        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
+                                     **sizes[protocol])
     out["generated_images"] = gen.generated
     out["eval_seconds"] = time.perf_counter() - t0
     tmp = path.with_suffix(".json.tmp")
@@ -155,11 +165,11 @@ def report_slide9_table() -> pd.DataFrame:
 
 
 def floor_curve(ns: list[int], *, seed: int = 0) -> pd.DataFrame:
-    """Real-vs-real FID of n vs n other training images, for each n (one feature pass)."""
-    feats = fid.real_features("train", n=2 * max(ns), seed=seed)
-    rows = [{"n": n, "real_vs_real_fid": fid.fid_from_features(feats[:n], feats[n:2 * n])}
-            for n in ns]
-    return pd.DataFrame(rows)
+    """Real-vs-real FID (:func:`fid.real_vs_real`, the protocols' floor) of n vs n other training
+    images, for each n; one feature pass: each pair is a slice of one seeded draw of 2 max(ns)."""
+    fid.real_features("train", n=2 * max(ns), seed=seed)
+    return pd.DataFrame([{"n": n, "real_vs_real_fid": fid.real_vs_real(n, seed=seed)}
+                         for n in ns])
 
 
 def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:

@@ -53,7 +53,7 @@ def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch,
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_evaluate(gen, *, protocol, seed, class_conditional):
+    def fake_evaluate(gen, *, protocol, seed, class_conditional, **sizes):
         calls.append(protocol)
         return {"protocol": protocol, "pooled": 1.0}
     monkeypatch.setattr(fid, "evaluate", fake_evaluate)
