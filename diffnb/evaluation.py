@@ -3,19 +3,21 @@ their provenance, and the report's tables rebuilt from those files.
 
 Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
-The FID sizes are the run profile's.
+The FID sizes are the run profile's. ``python -m diffnb.evaluation PRESET`` scores one preset.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from diffnb import config, data, fid, runtime, sampling, training
-from diffnb.results import provenance
+from diffnb.results import atomic_write, provenance
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ def _result_path(preset_name: str, tag: str):
     return folder / f"{preset_name}{tag}.json"
 
 
+def _read_result(path) -> dict:
+    """A results JSON file, or a ValueError naming it when it does not parse (a cut-short write)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is corrupt ({err})") from None
+
+
 def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
     """The FID sizes of each protocol (keywords of :func:`fid.evaluate`) in a run profile."""
     return {"report": {"n": profile.fid_report_per_class},
@@ -86,12 +96,21 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
 
     A result that *this checkout* computed for the same preset, weights, profile, sampler, seed
     and sizes is reused (``reuse``); a committed result from elsewhere (a fresh clone, CI) is
-    always recomputed, so every number in ``results/`` is re-derived where it is checked.
+    always recomputed, so every number in ``results/`` is re-derived where it is checked. A
+    results file that does not parse is recomputed, with a warning. Under 2048 images per set,
+    one :class:`fid.SmallSampleWarning` at the caller's line.
     """
     preset = trained.preset
     p = runtime.profile()
     spec = spec.resolved()
     sizes = _protocol_sizes(p)
+    unknown = set(protocols) - set(sizes)
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; use some of {fid.PROTOCOLS}")
+    cc = preset.model.class_conditional
+    smallest = min(fid.smallest_set(pr, class_conditional=cc, **sizes[pr]) for pr in protocols)
+    fid.warn_small_sample(smallest, what=f"scoring {preset.name} ({', '.join(protocols)}; "
+                          f"profile {p.name}): smallest set {smallest}", stacklevel=2)
     want = {"preset": preset.name, "run_key": config.run_key(preset), "profile": p.name,
             "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
             "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
@@ -101,11 +120,14 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     path = _result_path(preset.name, tag)
     stamp = runtime.cache_dir("scores") / f"{p.name}_{path.name}"
     if reuse and path.exists() and stamp.exists():
-        old = json.loads(path.read_text())
-        if json.loads(stamp.read_text()) == want and all(old.get(k) == v for k, v in want.items()):
-            return old
+        try:
+            old, stamped = _read_result(path), _read_result(stamp)
+        except ValueError as err:
+            warnings.warn(f"{err}; scoring {preset.name} again", stacklevel=2)
+        else:
+            if stamped == want and all(old.get(k) == v for k, v in want.items()):
+                return old
     gen = Generator(den, spec)
-    cc = preset.model.class_conditional
     t0 = time.perf_counter()
     out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
            "sampler_label": spec.label, "epochs": preset.train.epochs,
@@ -113,13 +135,11 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
            "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
     for protocol in protocols:
         out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
-                                     **sizes[protocol])
+                                     warn=False, **sizes[protocol])
     out["generated_images"] = gen.generated
     out["eval_seconds"] = time.perf_counter() - t0
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
-    stamp.write_text(json.dumps(want, sort_keys=True, default=float))
+    atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
+    atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
     return out
 
 
@@ -129,7 +149,10 @@ def load_scores(names, *, tag: str = "") -> dict[str, dict]:
         path = _result_path(name, tag)
         if not path.exists():
             raise FileNotFoundError(f"no FID result for {name!r} at {path}: run score() first")
-        scores[name] = json.loads(path.read_text())
+        try:
+            scores[name] = _read_result(path)
+        except ValueError as err:
+            raise ValueError(f"{err}: run score() for {name!r} again to rewrite it") from None
     return scores
 
 
@@ -220,3 +243,28 @@ def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: i
             rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
                          "FID": s["standard"]["pooled"], "floor": s["standard"]["floor_pooled"]})
     return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    """``python -m diffnb.evaluation PRESET [--protocol P] [--seed S]``: train or load the preset
+    in the run profile, score it (:func:`score`) and print the results JSON."""
+    parser = argparse.ArgumentParser(prog="python -m diffnb.evaluation",
+                                     description="FID of a trained preset (DIFFNB_PROFILE sizes).")
+    parser.add_argument("preset", help=f"one of {', '.join(config.PRESETS)}")
+    parser.add_argument("--protocol", choices=fid.PROTOCOLS, action="append",
+                        help="repeatable; default: both")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    protocols = tuple(dict.fromkeys(args.protocol or fid.PROTOCOLS))
+    try:
+        trained = training.load_or_train(args.preset)
+    except KeyError as err:  # unknown preset: the message lists the known ones
+        parser.error(str(err))
+    # a single protocol goes to its own file: results/fid/<preset>.json keeps both
+    tag = "" if set(protocols) == set(fid.PROTOCOLS) else "__" + "_".join(protocols)
+    result = score(trained, seed=args.seed, protocols=protocols, tag=tag)
+    print(json.dumps(result, indent=2, sort_keys=True, default=float))
+
+
+if __name__ == "__main__":
+    main()
