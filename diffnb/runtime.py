@@ -52,12 +52,41 @@ def device() -> torch.device:
     """The one device of a run: ``DIFFNB_DEVICE`` if set, else cuda, then mps, then cpu."""
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
-        return torch.device(name)
+        return _device_from_env(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+DEVICE_CHOICES = "cpu, cuda, cuda:N (N = a GPU index) or mps"
+
+
+def _device_from_env(name: str) -> torch.device:
+    """``DIFFNB_DEVICE`` parsed and checked: a misspelling or an absent GPU is an error that
+    says what to set, not a failure deep inside the first tensor operation."""
+    unset = "or unset it to use the best device available"
+    try:
+        dev = torch.device(name.lower())
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{DEVICE_ENV}={name!r} is not a device; use one of {DEVICE_CHOICES} "
+                         f"({unset}).") from err
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{DEVICE_ENV}={name!r} is not supported by diffnb; use one of "
+                         f"{DEVICE_CHOICES} ({unset}).")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_ENV}={name!r} but CUDA is not available here (torch "
+                             f"{torch.__version__}); use cpu, {unset}.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{DEVICE_ENV}={name!r} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (0-based indices); "
+                             f"use a smaller index, {unset}.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"{DEVICE_ENV}={name!r} but MPS is not available here; use cpu, {unset}.")
+    return dev
 
 
 def profile() -> Profile:
@@ -67,7 +96,8 @@ def profile() -> Profile:
         name = "full" if device().type == "cuda" else "quick"
     if name not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; "
-                         f"use one of {sorted(PROFILES)} (or unset it for the default).")
+                         f"use one of {sorted(PROFILES)} (or unset it for the default: full "
+                         f"with CUDA, quick without).")
     return PROFILES[name]
 
 
