@@ -7,9 +7,9 @@ Notebooks read their tables from here, so no number is typed by hand.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-
-import pandas as pd
 
 from diffnb import runtime
 
@@ -21,25 +21,51 @@ def provenance(**extra) -> dict:
             "torch": torch.__version__, **extra}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    The one atomic writer of the package (checkpoints, figures, tables, caches, packs): a reader
+    sees the old file or the whole new one, never a truncated one, and two processes writing the
+    same file at once (two kernels on one checkpoint folder) each rename a whole file, the last
+    one wins. The temporary name carries the process id, so concurrent writers never share it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-def save_table(df: pd.DataFrame, name: str, *, meta: dict | None = None,
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text or bytes to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+    return Path(path)
+
+
+def save_table(df, name: str, *, meta: dict | None = None,
                floatfmt: str = ".2f") -> Path:
     """Write ``df`` as CSV + Markdown + JSON provenance under ``results[/quick]/``."""
     base = runtime.output_dir("results") / name
-    _atomic_write(base.with_suffix(".csv"), df.to_csv(index=False))
-    _atomic_write(base.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
-    _atomic_write(base.with_suffix(".json"),
+    atomic_write(base.with_suffix(".csv"), df.to_csv(index=False))
+    atomic_write(base.with_suffix(".md"), df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    atomic_write(base.with_suffix(".json"),
                   json.dumps(provenance(table=name, rows=len(df), **(meta or {})),
                              indent=2, sort_keys=True, default=str) + "\n")
     return base.with_suffix(".csv")
 
 
-def load_table(name: str) -> pd.DataFrame:
+def load_table(name: str):
+    import pandas as pd
+
     path = runtime.output_dir("results") / f"{name}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist yet: run the notebook or command that "
@@ -49,7 +75,7 @@ def load_table(name: str) -> pd.DataFrame:
 
 def save_json(obj: dict, name: str) -> Path:
     path = runtime.output_dir("results") / f"{name}.json"
-    _atomic_write(path, json.dumps({**provenance(), **obj}, indent=2, sort_keys=True,
+    atomic_write(path, json.dumps({**provenance(), **obj}, indent=2, sort_keys=True,
                                    default=str) + "\n")
     return path
 
