@@ -65,7 +65,8 @@ def test_misspelled_profile_names_the_variable_value_and_choices(monkeypatch):
     with pytest.raises(ValueError) as err:
         runtime.profile()
     assert str(err.value).startswith(
-        "DIFFNB_PROFILE='quik' is not a profile; use one of ['full', 'quick'] (or unset it")
+        f"DIFFNB_PROFILE='quik' is not a profile; use one of {sorted(runtime.PROFILES)} (or unset it")
+    assert {"full", "quick"} <= set(runtime.PROFILES)
 
 
 @pytest.mark.parametrize("value,message", [

@@ -334,10 +334,11 @@ def test_checkpoint_saved_on_cuda_loads_on_the_cpu(tmp_checkpoints, monkeypatch)
 
 def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypatch):
     """Deterministic version of two runs saving at the same moment: while the first save is
-    half-way (its temporary file written, not yet renamed), a second save of the same checkpoint
-    runs to the end. With one shared temporary name the first rename finds no file; with a
-    temporary file per writer both land, and no temporary file is left."""
-    real_save_checkpoint, real_torch_save = training.save_checkpoint, torch.save
+    half-way (its temporary file written, not yet renamed), a second save of the same checkpoint,
+    by another process (another os.getpid()), runs to the end. With one shared temporary name the
+    first rename finds no file; with a temporary file per writer both land, and no temporary
+    file is left."""
+    real_save_checkpoint, real_torch_save, real_getpid = training.save_checkpoint, torch.save, os.getpid
     interleave = []
 
     def save_checkpoint(*args, **kwargs):
@@ -349,7 +350,9 @@ def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypat
         real_torch_save(obj, f, *args, **kwargs)
         if interleave and interleave[0] is not None:
             (a, kw), interleave[0] = interleave[0], None
-            real_save_checkpoint(*a, **kw)           # the other writer, start to finish
+            with monkeypatch.context() as m:         # the other writer, start to finish
+                m.setattr(os, "getpid", lambda: real_getpid() + 1)
+                real_save_checkpoint(*a, **kw)
 
     p = tiny("base")
     with monkeypatch.context() as m:
