@@ -110,3 +110,14 @@ def test_device_override_and_seed(monkeypatch):
     a = runtime.seed_everything(3); x = torch.randn(3)
     b = runtime.seed_everything(3); y = torch.randn(3)
     assert torch.equal(x, y) and torch.equal(torch.randn(2, generator=a), torch.randn(2, generator=b))
+
+
+def test_bf16_autocast_only_where_it_is_native(monkeypatch):
+    """bf16 is emulated on CPUs without AVX-512/AMX, and then ~9x slower than fp32 (see
+    runtime.default_amp): the default must follow the CPU, and CUDA always gets bf16."""
+    assert runtime.default_amp(torch.device("cuda")) is True
+    assert runtime.default_amp(torch.device("meta")) is False
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    assert runtime.default_amp(torch.device("cpu")) is False
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    assert runtime.default_amp("cpu") is True
