@@ -19,33 +19,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from torch import nn
 
-from diffnb import config, data, nets, runtime, training
+from diffnb import config, data, models, runtime, training
+from diffnb import flops as count
 from diffnb.precond import Denoiser
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, no sparsity
-
-
-def conv_flops_per_image(net: nn.Module, *, labels: bool) -> float:
-    """Forward multiply-adds x 2 of every Conv2d and Linear for one 32x32 image."""
-    total = 0.0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            total += 2 * module.in_channels // module.groups * k * output[0].numel()
-        elif isinstance(module, nn.Linear):
-            total += 2 * module.in_features * module.out_features
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    net.eval()
-    with torch.no_grad():
-        net(torch.zeros(1, 1, 32, 32), torch.zeros(1), torch.zeros(1, dtype=torch.long) if labels else None)
-    for h in handles:
-        h.remove()
-    return total
+# bf16 dense matrix rate: H100/H200 measured (8192^3 matmul, ~790 TFLOP/s; spec 989), others spec
+PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0, "L4": 121.0}
 
 
 @dataclass
@@ -60,7 +40,8 @@ class Loop:
     data: int            # size of the split it drew its batches from
 
 
-def _loop(den: nn.Module, images_per_second: float, images: int, split: data.Images) -> Loop:
+def _loop(den: torch.nn.Module, images_per_second: float, images: int,
+          split: data.Images) -> Loop:
     return Loop(images_per_second, images, sum(p.numel() for p in den.parameters()),
                 repr(den.net), len(split))
 
@@ -86,12 +67,13 @@ class TransformDataset(torch.utils.data.Dataset):
 
 def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
     torch.manual_seed(0)
-    den = Denoiser(nets.build(preset.model), sigma_data=data.sigma_data()).to(dev)
+    den = Denoiser(models.build(preset.model), sigma_data=data.sigma_data()).to(dev)
     opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr)
     split = data.train_valid_split()[0]
     loader = torch.utils.data.DataLoader(TransformDataset(split),
                                          batch_size=32, shuffle=True, num_workers=0)
     it = iter(loader)
+    gen = torch.Generator().manual_seed(0)
     t0 = None
     for i in range(warmup + steps):
         if i == warmup:
@@ -99,6 +81,7 @@ def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         y, labels = next(it)
+        labels = training.drop_labels(labels, p=preset.train.label_dropout, generator=gen)
         y, labels = y.to(dev), labels.to(dev)
         loss = den.loss(y, labels if den.class_conditional else None)
         opt.zero_grad()
@@ -110,28 +93,30 @@ def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
 
 def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int,
                              compile: bool) -> tuple[Loop, float]:
-    st = training._new_state(preset, dev)
-    step = training._make_step(st, preset, amp=runtime.default_amp(dev), compile=compile)
+    """The trainer's own pieces: ``training.batches`` (label dropout included) and ``TrainStep``."""
+    st = training.make_state(preset, dev)
+    step = training.TrainStep(st, preset, amp=runtime.default_amp(dev), compile=compile)
     train = data.train_valid_split()[0].to(dev)
-    gen = torch.Generator(dev).manual_seed(0)
-    bs = preset.train.batch_size
-    perm = torch.randperm(len(train), generator=gen, device=dev)
+    cc = st.denoiser.class_conditional
 
-    def run(n, offset):
-        for i in range(n):
-            idx = perm[((offset + i) * bs) % (len(train) - bs):][:bs]
-            y, labels = data.sample_batch(train, idx)
-            step(y.contiguous(memory_format=torch.channels_last),
-                 labels if st.denoiser.class_conditional else None, gen)
+    def run(n, epoch):
+        gen = training.epoch_generator(preset, epoch, dev)
+        done = 0
+        while done < n:
+            for y, labels in training.batches(train, preset, generator=gen, class_conditional=cc):
+                step(y, labels, gen)
+                done += 1
+                if done == n:
+                    break
         if dev.type == "cuda":
             torch.cuda.synchronize()
     t0 = time.perf_counter()
     run(warmup, 0)
     warm_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run(steps, warmup)
-    return _loop(st.denoiser, steps * bs / (time.perf_counter() - t0), steps * bs, train), \
-        warm_seconds
+    run(steps, 1)
+    images = steps * preset.train.batch_size
+    return _loop(st.denoiser, images / (time.perf_counter() - t0), images, train), warm_seconds
 
 
 def main() -> None:
@@ -156,11 +141,10 @@ def main() -> None:
                  "loops train on the same number of images")
     fast = replace(preset, train=replace(preset.train, batch_size=batch))
 
-    flops = 3 * conv_flops_per_image(nets.build(preset.model),
-                                     labels=preset.model.class_conditional)
+    flops = 3 * count.forward_flops(models.build(preset.model),
+                                    labels=preset.model.class_conditional)
     # The same number of images through both loops: the naive one in batches of 32.
-    naive_loop = naive_images_per_second(preset, dev, steps=max(1, steps * batch // 32),
-                                         warmup=warmup)
+    naive_loop = naive_images_per_second(preset, dev, steps=steps * batch // 32, warmup=warmup)
     ours_loop, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
                                                        compile=args.compile)
     naive, ours = naive_loop.images_per_second, ours_loop.images_per_second

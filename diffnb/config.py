@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from diffnb import runtime
+from diffnb import noise, runtime
 
 ARCHS = ("base", "condbn", "class", "unet")
 
@@ -22,9 +22,12 @@ class ModelConfig:
     nb_channels: int
     num_blocks: int
     cond_channels: int
-    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths at 32x32, 16x16, 8x8
+    channel_mult: tuple[int, ...] = (1, 2, 2)   # unet only: widths per level (32, 16, 8 px)
     attention: bool = False                     # unet only: self-attention at the lowest resolution
     zero_init: bool = True                      # improved initialisation (conditional nets only)
+    image_channels: int = 1                     # 1: Fashion-MNIST; 3: CelebA (RGB)
+    image_size: int = 32                        # image side: 32 (Fashion-MNIST padded), 64 (CelebA)
+    num_attributes: int = 0                     # 0: classes; > 0: multi-hot attributes (CelebA)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -48,8 +51,8 @@ class TrainConfig:
     warmup_fraction: float = 0.0        # share of all steps spent warming up (cosine only)
     ema_decay: float | None = None      # None: sample with the raw weights (the report)
     label_dropout: float = 0.0          # classifier-free guidance: P(label -> null class)
-    P_mean: float = -1.2                # EDM Table 1
-    P_std: float = 1.2
+    P_mean: float = noise.P_MEAN        # EDM Table 1
+    P_std: float = noise.P_STD
     seed: int = 0
     epoch_images: int | None = None     # None: the whole 50k training split
     valid_images: int | None = None     # None: the whole 10k validation split
@@ -69,6 +72,7 @@ class Preset:
     train: TrainConfig
     report_fid: float | None = None     # slide 8's "Average FID", for comparison tables
     notes: str = field(default="", compare=False)
+    profile: str | None = field(default=None, compare=False)  # set by scaled()
 
     @property
     def short(self) -> str:
@@ -126,13 +130,27 @@ def get_preset(name: str | Preset) -> Preset:
 
 
 def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
-    """The preset with the profile's loop sizes (epochs, images per epoch); nothing else changes."""
+    """The preset with the profile's loop sizes (epochs, images per epoch, batch); nothing else.
+
+    Idempotent: a preset already scaled to ``profile`` is returned as it is. A profile with a
+    larger ``train_batch`` than the preset's raises the batch and scales the learning rate by
+    the square root of the ratio (the square-root rule for Adam, Malladi et al. 2022).
+    """
     profile = profile or runtime.profile()
+    if preset.profile == profile.name:
+        return preset
+    if preset.profile is not None:
+        raise ValueError(f"preset {preset.name!r} is already scaled to the {preset.profile!r} "
+                         f"profile; scale the unscaled preset to {profile.name!r} instead")
     train = preset.train
     epochs = max(1, round(train.epochs * profile.epochs_scale))
-    return replace(preset, train=replace(train, epochs=epochs,
-                                         epoch_images=profile.epoch_images or train.epoch_images,
-                                         valid_images=profile.valid_images or train.valid_images))
+    train = replace(train, epochs=epochs,
+                    epoch_images=profile.epoch_images or train.epoch_images,
+                    valid_images=profile.valid_images or train.valid_images)
+    if profile.train_batch and profile.train_batch > train.batch_size:
+        ratio = profile.train_batch / train.batch_size
+        train = replace(train, batch_size=profile.train_batch, lr=train.lr * ratio ** 0.5)
+    return replace(preset, train=train, profile=profile.name)
 
 
 def as_dict(preset: Preset) -> dict:

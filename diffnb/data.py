@@ -232,7 +232,8 @@ def test_set() -> Images:
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2), Normalize(0.5, 0.5)."""
+    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2),
+    Normalize(0.5, 0.5)."""
     x = images.unsqueeze(1).float() / 255.0
     x = F.pad(x, (2, 2, 2, 2), value=0.0)
     return x * 2.0 - 1.0

@@ -90,7 +90,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     den = trained.raw if spec.weights == "raw" else trained.denoiser
     want["weights_fingerprint"] = round(float(sum(p.detach().double().sum() for p in den.parameters())), 6)
     path = _result_path(preset.name, tag)
-    stamp = runtime.cache_dir("scores") / f"{p.name}_{path.name}"
+    stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
     if reuse and path.exists() and stamp.exists():
         old = json.loads(path.read_text())
         if json.loads(stamp.read_text()) == want and all(old.get(k) == v for k, v in want.items()):

@@ -1,8 +1,6 @@
 """Noise levels: the noising of slide 3, the training distribution and the sampling schedule (EDM)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 P_MEAN, P_STD = -1.2, 1.2            # EDM Table 1: ln(sigma) ~ N(P_mean, P_std^2) in training
@@ -46,10 +44,3 @@ def karras_sigmas(num_steps: int = NUM_STEPS, *, sigma_min: float = SIGMA_MIN,
     if num_steps == 1:
         sigmas = torch.tensor([sigma_max], dtype=torch.float64)
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)
-
-
-def log_normal_density(sigma: torch.Tensor, *, P_mean: float = P_MEAN,
-                       P_std: float = P_STD) -> torch.Tensor:
-    """Density of the (unclipped) training distribution over ln(sigma), for plots."""
-    z = (sigma.log() - P_mean) / P_std
-    return torch.exp(-0.5 * z * z) / (P_std * math.sqrt(2 * math.pi))

@@ -32,6 +32,16 @@ class Denoiser(nn.Module):
     def class_conditional(self) -> bool:
         return getattr(self.net, "class_conditional", False)
 
+    @property
+    def num_attributes(self) -> int:
+        """0: class labels; > 0: attribute rows of this length (diffnb.conditioning)."""
+        return getattr(self.net, "num_attributes", 0)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image, what the sampler starts from."""
+        return tuple(getattr(self.net, "image_shape", (1, 32, 32)))
+
     def _coefficients(self, sigma: torch.Tensor, x: torch.Tensor):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
@@ -42,19 +52,30 @@ class Denoiser(nn.Module):
         F_x = self.net(c_in * x, c_noise.flatten(), labels)
         return c_skip * x + c_out * F_x.float()
 
-    def loss(self, y: torch.Tensor, labels: torch.Tensor | None = None, *,
-             P_mean: float = noise.P_MEAN, P_std: float = noise.P_STD,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Slide 4: MSE between F(c_in x, c_noise) and the target (y - c_skip x) / c_out.
-
-        Equals EDM's weighted loss lambda(sigma) * |D(x) - y|^2 with lambda = 1 / c_out^2.
-        """
+    def draw_noise(self, y: torch.Tensor, *, P_mean: float = noise.P_MEAN,
+                   P_std: float = noise.P_STD, generator: torch.Generator | None = None):
+        """EDM Table 1's training noise: ln sigma ~ N(P_mean, P_std^2) per image, eps ~ N(0, I)."""
         sigma = noise.sample_sigma(y.shape[0], P_mean=P_mean, P_std=P_std, generator=generator,
                                    device=y.device)
         eps = torch.randn(y.shape, generator=generator,
                           device=generator.device if generator is not None else y.device)
-        x = noise.add_noise(y, sigma, eps=eps.to(y.device))
+        return sigma, eps.to(y.device)
+
+    def loss_from(self, y: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Slide 4: MSE between F(c_in x, c_noise) and the target (y - c_skip x) / c_out, with
+        x = y + sigma eps. Equals EDM's weighted loss lambda(sigma) |D(x) - y|^2 with
+        lambda = 1 / c_out^2 (EDM eq. 8 and Table 1). No random draws: ``torch.compile`` can
+        take it whole."""
+        x = noise.add_noise(y, sigma, eps=eps)
         sigma, (c_skip, c_out, c_in, c_noise) = self._coefficients(sigma, x)
         target = (y - c_skip * x) / c_out
         F_x = self.net(c_in * x, c_noise.flatten(), labels)
         return ((F_x.float() - target) ** 2).mean()
+
+    def loss(self, y: torch.Tensor, labels: torch.Tensor | None = None, *,
+             P_mean: float = noise.P_MEAN, P_std: float = noise.P_STD,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`loss_from` with the noise level and noise drawn from ``generator``."""
+        sigma, eps = self.draw_noise(y, P_mean=P_mean, P_std=P_std, generator=generator)
+        return self.loss_from(y, sigma, eps, labels)

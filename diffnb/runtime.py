@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +36,7 @@ class Profile:
     sampler_steps: int           # Euler steps of the report's sampler
     floor_ns: tuple[int, ...] = ()           # n of the real-vs-real FID curve (notebook 05)
     nfe_steps: dict = field(default_factory=dict)  # solver -> step counts (notebook 06)
+    train_batch: int | None = None  # raise smaller preset batches to this (lr * sqrt(ratio))
 
 
 PROFILES = {
@@ -43,7 +44,8 @@ PROFILES = {
                     grid_samples=64, per_class_samples=64, fid_report_per_class=64,
                     fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
                     sampler_steps=50, floor_ns=(16, 32, 64, 128, 256, 512, 1024, 2048, 5000),
-                    nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)}),
+                    nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)},
+                    train_batch=256),
     "quick": Profile(name="quick", epochs_scale=0.16, epoch_images=256, valid_images=256,
                      grid_samples=16, per_class_samples=8, fid_report_per_class=8,
                      fid_standard_n=60, fid_standard_per_class=6, fid_test_n=500,
@@ -55,6 +57,9 @@ PROFILES = {
                     fid_standard_n=20, fid_standard_per_class=2, fid_test_n=40,
                     sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)}),
 }
+
+# The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".
+PROFILES["full-b32"] = replace(PROFILES["full"], name="full-b32", train_batch=None)
 
 
 def device() -> torch.device:
@@ -110,6 +115,9 @@ def profile() -> Profile:
     return PROFILES[name]
 
 
+_read_profile = profile  # for functions whose ``profile`` argument hides the function
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator seeded the same way."""
     random.seed(seed)
@@ -125,13 +133,19 @@ def project_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
-def output_dir(kind: str) -> Path:
-    """``figures/`` or ``results/`` for the full profile, ``<kind>/quick/`` for the quick one."""
+def outputs_root() -> Path:
+    """Where ``figures/``, ``results/`` and ``build/`` go: ``DIFFNB_OUTPUTS`` or the checkout."""
+    return Path(os.environ.get("DIFFNB_OUTPUTS") or project_root())
+
+
+def output_dir(kind: str, profile: Profile | None = None) -> Path:
+    """``figures/`` or ``results/`` for the full profile, ``<kind>/<profile>/`` for the others."""
     if kind not in ("figures", "results"):
         raise ValueError(f"unknown output kind {kind!r}; use 'figures' or 'results'")
-    path = project_root() / kind
-    if profile().name != "full":
-        path = path / profile().name
+    profile = profile or _read_profile()
+    path = outputs_root() / kind
+    if profile.name != "full":
+        path = path / profile.name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -139,6 +153,15 @@ def output_dir(kind: str) -> Path:
 def cache_dir(name: str) -> Path:
     """A git-ignored folder of the project for downloads, converted weights, statistics."""
     path = Path(os.environ.get("DIFFNB_CACHE", project_root() / ".cache")) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stamps_dir() -> Path:
+    """Stamps of results computed by this checkout (``outputs_root()/.cache/scores``, ignored):
+    a committed result is reused only where a stamp says it was computed here or unpacked from
+    this checkout's own GPU run; a fresh clone recomputes every number."""
+    path = outputs_root() / ".cache" / "scores"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -154,11 +177,19 @@ def cpu_bf16_native() -> bool:
 
 
 def default_amp(dev: torch.device) -> bool:
-    """bf16 autocast on CUDA, and on CPUs with native bf16 (1.8-5x faster there, REFERENCE
-    section 6). Not on AVX2-only CPUs: on a 2-core AMD EPYC without AVX-512 one class_1
+    """bf16 autocast on CUDA, and on CPUs with native bf16 (1.8-5x faster than fp32 there:
+    benchmarks/). Not on AVX2-only CPUs: on a 2-core AMD EPYC without AVX-512 one class_1
     training step (batch 32) took 122 s in bf16 against 13 s in fp32."""
     dev = torch.device(dev)
     return dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_native())
+
+
+def autocast(device, amp: bool):
+    """bf16 autocast when ``amp``: the one autocast helper of training and sampling."""
+    from contextlib import nullcontext
+
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if amp \
+        else nullcontext()
 
 
 def device_name() -> str:

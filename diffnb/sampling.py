@@ -6,13 +6,12 @@ the solvers are deterministic after that, so a sample does not depend on the bat
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from diffnb import noise, runtime
-from diffnb.nets import NULL_CLASS, check_labels
+from diffnb.conditioning import check_labels, null_like
 from diffnb.precond import Denoiser
 
 SOLVERS = ("euler", "heun")
@@ -43,7 +42,7 @@ def guided(den: Denoiser, x: torch.Tensor, sigma: float, labels, guidance: float
     """Classifier-free guidance: D_null + w (D_class - D_null); w = 1 is plain conditioning."""
     if labels is None or guidance == 1.0:
         return den(x, sigma, labels)
-    null = torch.full_like(labels, NULL_CLASS)
+    null = null_like(labels)
     both = den(torch.cat([x, x]), sigma, torch.cat([labels, null]))
     d_cond, d_null = both.chunk(2)
     return d_null + guidance * (d_cond - d_null)
@@ -78,9 +77,11 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int | None = 
            sigma_max: float = noise.SIGMA_MAX, rho: float = noise.RHO, batch_size: int = 64,
            amp: bool | None = None, trajectory: Trajectory | None = None,
            progress: bool = False) -> torch.Tensor:
-    """Generate ``len(seeds)`` images (N, 1, 32, 32) in [-1, 1]-ish model space, on the CPU.
+    """Generate ``len(seeds)`` images (N, *den.image_shape), default (N, 1, 32, 32), in [-1, 1]-ish
+    model space, on the CPU.
 
-    ``labels``: None (unconditional) or class indices 0..9, one per seed or one for all.
+    ``labels``: None (unconditional), class indices 0..9 or, for a model with attributes, 0/1
+    attribute rows (N, A), one per seed or one for all.
     ``steps``: defaults to the profile's (the report's 50). ``trajectory`` collects every step.
     """
     if solver not in SOLVERS:
@@ -91,11 +92,10 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int | None = 
     if labels is not None:
         if not den.class_conditional:
             raise ValueError("this model is not class-conditional: sample it with labels=None")
-        labels = check_labels(labels, n, dev)
-        if (labels == NULL_CLASS).any():
-            raise ValueError(f"class label {NULL_CLASS} is not a class: use 0..9 "
-                             "(0 = T-shirt/top), or labels=None for unconditional samples")
+        labels = check_labels(torch.as_tensor(labels).cpu(), n, dev, allow_null=False,
+                              num_attributes=getattr(den, "num_attributes", 0))
     amp = runtime.default_amp(dev) if amp is None else amp
+    shape = getattr(den, "image_shape", (1, 32, 32))
     sigmas = noise.karras_sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     was_training = den.training
     den.eval()
@@ -106,10 +106,9 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int | None = 
         starts = tqdm(starts, desc=f"sampling {n} ({solver}, {steps} steps)", leave=False)
     for start in starts:
         stop = min(n, start + batch_size)
-        x = initial_noise(seeds[start:stop], sigma_max=sigma_max, device=dev)
+        x = initial_noise(seeds[start:stop], shape=shape, sigma_max=sigma_max, device=dev)
         lab = labels[start:stop] if labels is not None else None
-        ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
-        with ctx:
+        with runtime.autocast(dev, amp):
             x = _solve(den, x, sigmas, lab, solver=solver, guidance=guidance,
                        trajectory=trajectory if start == 0 else None)
         out.append(x.float().cpu())

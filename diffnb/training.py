@@ -1,33 +1,31 @@
-"""Training (slide 4): the whole data set on the device, Adam, optional EMA and LR schedule,
-train and validation loss per epoch, atomic checkpoints every epoch, automatic resume.
+"""Training (slide 4): the one training loop. The whole data set on the device, Adam, optional
+EMA and LR schedule, train and validation loss per epoch, atomic checkpoints every epoch,
+automatic resume, and a deadline (the GPU run queue's commands are cut by time).
 
 Every epoch draws its batches, noise levels and noise from a generator seeded by
 (seed, epoch), so a run resumed after an interruption is identical to one that never stopped.
+No step waits for the GPU: the loss is read back every ``CHECK_EVERY`` steps (NaN check,
+deadline projection, progress) and the labels come from the validated data set.
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from diffnb import config, data, nets, runtime
+from diffnb import checkpoints, config, data, models, runtime
+from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
+from diffnb.conditioning import null_like
 from diffnb.config import Preset
-from diffnb.nets import NULL_CLASS
 from diffnb.precond import Denoiser
+from diffnb.schedules import ema_decay, ema_update, lr_factor, steps_per_epoch  # noqa: F401
 
 VALID_BATCH = 256
-
-
-class CheckpointError(RuntimeError):
-    pass
+CHECK_EVERY = 100  # steps between read-backs of the loss (one host sync each)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,19 +34,22 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class Trained:
-    """A trained preset: ``denoiser`` is what to sample with (the EMA weights when enabled)."""
+    """A trained preset: ``denoiser`` is what to sample with (the EMA weights when enabled),
+    both rounded through fp16 (see ``checkpoints.round_half``). ``finished`` is False when a
+    deadline stopped the run first; then ``denoiser`` and ``raw`` are None."""
 
     preset: Preset
-    denoiser: Denoiser
-    raw: Denoiser
+    denoiser: Denoiser | None
+    raw: Denoiser | None
     history: dict
     path: Path | None = None
     resumed_from: int = 0
     train_seconds: float = 0.0
+    finished: bool = True
 
 
 @dataclass
-class _State:
+class TrainState:
     denoiser: Denoiser
     ema: Denoiser | None
     opt: torch.optim.Optimizer
@@ -60,65 +61,73 @@ class _State:
 
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
     torch.manual_seed(preset.train.seed)  # weight init
-    net = nets.build(preset.model)
+    net = models.build(preset.model)
     sd = data.sigma_data() if sigma_data is None else sigma_data
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
 
 
-def steps_per_epoch(preset: Preset) -> int:
-    n = preset.train.epoch_images or (data.COUNTS["train"] - data.VALID_SIZE)
-    return max(1, n // preset.train.batch_size)
+def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Classifier-free guidance training: each label becomes the null class with probability p."""
+    if p <= 0:
+        return labels
+    drop = torch.rand(labels.shape[:1], generator=generator, device=generator.device) < p
+    drop = drop.to(labels.device).reshape(drop.shape + (1,) * (labels.ndim - drop.ndim))
+    return torch.where(drop, null_like(labels), labels)
 
 
-def _lr_lambda(preset: Preset):
-    t = preset.train
-    total = t.epochs * steps_per_epoch(preset)
-    warmup = round(t.warmup_fraction * total)
-
-    def factor(step: int) -> float:
-        if t.lr_schedule == "constant":
-            return 1.0
-        if step < warmup:  # linear warm-up, then cosine to 0
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
-def _new_state(preset: Preset, device) -> _State:
-    den = make_denoiser(preset, device=device)
-    den.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(den).requires_grad_(False) if preset.train.ema_decay else None
-    fused = device.type == "cuda"
-    opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr, fused=fused)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(preset))
-    return _State(den, ema, opt, sched)
-
-
-@torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-
-
-def _autocast(device, amp: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-
-def _epoch_generator(preset: Preset, epoch: int, device) -> torch.Generator:
+def epoch_generator(preset: Preset, epoch: int, device) -> torch.Generator:
     return torch.Generator(device).manual_seed(preset.train.seed * 100_003 + epoch)
 
 
-def _labels_for(den: Denoiser, labels: torch.Tensor, preset: Preset, gen) -> torch.Tensor | None:
-    if not den.class_conditional:
-        return None
-    p = preset.train.label_dropout
-    if p > 0:  # classifier-free guidance training: drop the label with probability p
-        drop = torch.rand(labels.shape, generator=gen, device=gen.device) < p
-        labels = torch.where(drop.to(labels.device), torch.full_like(labels, NULL_CLASS), labels)
-    return labels
+def batches(split: data.Images, preset: Preset, *, generator: torch.Generator,
+            class_conditional: bool):
+    """One epoch: ``steps_per_epoch`` batches (y in model space, channels_last; labels with
+    label dropout applied, or None for a model without classes), drawn with ``generator``."""
+    bs = preset.train.batch_size
+    perm = torch.randperm(len(split), generator=generator, device=split.images.device)
+    for i in range(steps_per_epoch(preset)):
+        y, labels = data.sample_batch(split, perm[i * bs:(i + 1) * bs])
+        labels = (drop_labels(labels, p=preset.train.label_dropout, generator=generator)
+                  if class_conditional else None)
+        yield y.contiguous(memory_format=torch.channels_last), labels
+
+
+def make_state(preset: Preset, device) -> TrainState:
+    den = make_denoiser(preset, device=device)
+    den.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(den).requires_grad_(False) if preset.train.ema_decay else None
+    opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(preset))
+    return TrainState(den, ema, opt, sched)
+
+
+class TrainStep:
+    """One optimizer step: loss (bf16 autocast), backward, Adam, LR schedule, EMA.
+
+    The noise level and the noise are drawn outside the network call, so ``compile`` can hand
+    the network's forward and backward to ``torch.compile`` (``"reduce-overhead"`` adds CUDA
+    graphs; the learning rate stays a Python float set by the scheduler between calls)."""
+
+    def __init__(self, st: TrainState, preset: Preset, *, amp: bool, compile: bool | str = False):
+        self.st, self.t, self.amp = st, preset.train, amp
+        self.loss_from = st.denoiser.loss_from
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self.loss_from = torch.compile(self.loss_from, mode=mode)
+
+    def __call__(self, y: torch.Tensor, labels, generator: torch.Generator) -> torch.Tensor:
+        st, t = self.st, self.t
+        sigma, eps = st.denoiser.draw_noise(y, P_mean=t.P_mean, P_std=t.P_std,
+                                            generator=generator)
+        with runtime.autocast(y.device, self.amp):
+            loss = self.loss_from(y, sigma, eps, labels)
+        st.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        st.opt.step()
+        st.sched.step()
+        if st.ema is not None:
+            ema_update(st.ema, st.denoiser, decay=ema_decay(st.sched.last_epoch, t.ema_decay))
+        return loss.detach()
 
 
 @torch.no_grad()
@@ -130,48 +139,46 @@ def validation_loss(den: Denoiser, valid: data.Images, preset: Preset, *, amp: b
     gen = torch.Generator(dev).manual_seed(10_007)
     was_training = den.training
     den.eval()
-    total = 0.0
+    total = torch.zeros((), device=dev)
     for start in range(0, n, VALID_BATCH):
         idx = torch.arange(start, min(n, start + VALID_BATCH), device=dev)
         y, labels = data.sample_batch(valid, idx)
-        with _autocast(dev, amp):
+        with runtime.autocast(dev, amp):
             loss = den.loss(y.contiguous(memory_format=torch.channels_last),
                             labels if den.class_conditional else None,
                             P_mean=preset.train.P_mean, P_std=preset.train.P_std, generator=gen)
-        total += loss.item() * len(idx)
+        total += loss.float() * len(idx)
     den.train(was_training)
-    return total / n
+    return total.item() / n
 
 
-def _train_epoch(st: _State, preset: Preset, train: data.Images, *, amp: bool, step_fn,
-                 progress: bool) -> float:
-    from tqdm.auto import tqdm
+class DeadlineReached(Exception):
+    """An epoch was projected to end after the deadline; it is dropped, nothing is saved."""
 
+
+def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
+                 bar=None, deadline: float | None = None) -> float:
     dev = train.images.device
-    gen = _epoch_generator(preset, st.epoch, dev)
-    steps, bs = steps_per_epoch(preset), preset.train.batch_size
-    perm = torch.randperm(len(train), generator=gen, device=dev)
+    gen = epoch_generator(preset, st.epoch, dev)
     st.denoiser.train()
-    running, seen = torch.zeros((), device=dev), 0
-    bar = tqdm(range(steps), desc=f"{preset.name} epoch {st.epoch + 1}/{preset.train.epochs}",
-               disable=not progress, leave=False, mininterval=1.0)
-    for i in bar:
-        y, labels = data.sample_batch(train, perm[i * bs:(i + 1) * bs])
-        labels = _labels_for(st.denoiser, labels, preset, gen)
-        loss = step_fn(y.contiguous(memory_format=torch.channels_last), labels, gen)
-        running += loss.detach()
+    running, seen, start = torch.zeros((), device=dev), 0, time.monotonic()
+    steps = steps_per_epoch(preset)
+    for y, labels in batches(train, preset, generator=gen,
+                             class_conditional=st.denoiser.class_conditional):
+        running += step_fn(y, labels, gen)
         seen += 1
-        if st.ema is not None:  # ramped decay: a short run's EMA is not stuck at the init
-            step = st.sched.last_epoch
-            _ema_update(st.ema, st.denoiser, min(preset.train.ema_decay, (1 + step) / (10 + step)))
-        if i % 25 == 24 or i == steps - 1:
+        if seen % CHECK_EVERY == 0 or seen == steps:
             mean = running.item() / seen
             if not math.isfinite(mean):
                 raise NonFiniteLossError(
                     f"{preset.name}: the training loss became {mean} in epoch {st.epoch + 1}, "
-                    f"step {i + 1}. Lower the learning rate (now {preset.train.lr}) or check the "
+                    f"step {seen}. Lower the learning rate (now {preset.train.lr}) or check the "
                     "data; the last finished epoch's checkpoint is kept.")
-            bar.set_postfix(loss=f"{mean:.4f}")
+            now = time.monotonic()
+            if deadline is not None and now + (now - start) * (steps - seen) / seen > deadline:
+                raise DeadlineReached
+            if bar is not None:
+                bar.set_postfix(epoch=st.epoch + 1, loss=f"{mean:.4f}", refresh=False)
     return running.item() / seen
 
 
@@ -179,173 +186,126 @@ def first_losses(preset: Preset, *, steps: int, device=None, amp: bool | None = 
     """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
     dev = torch.device(device) if device is not None else runtime.device()
     amp = runtime.default_amp(dev) if amp is None else amp
-    st = _new_state(preset, dev)
-    step = _make_step(st, preset, amp=amp, compile=False)
+    st = make_state(preset, dev)
+    step = TrainStep(st, preset, amp=amp)
     train_split = data.train_valid_split()[0].to(dev)
-    gen = _epoch_generator(preset, 0, dev)
-    bs = preset.train.batch_size
-    perm = torch.randperm(len(train_split), generator=gen, device=dev)
+    gen = epoch_generator(preset, 0, dev)
     losses = []
-    for i in range(steps):
-        y, labels = data.sample_batch(train_split, perm[i * bs:(i + 1) * bs])
-        labels = _labels_for(st.denoiser, labels, preset, gen)
-        losses.append(step(y.contiguous(memory_format=torch.channels_last), labels, gen).item())
+    for y, labels in batches(train_split, preset, generator=gen,
+                             class_conditional=st.denoiser.class_conditional):
+        losses.append(step(y, labels, gen).item())
+        if len(losses) == steps:
+            break
     return losses
 
 
-def _make_step(st: _State, preset: Preset, *, amp: bool, compile: bool):
-    den, opt, sched, t = st.denoiser, st.opt, st.sched, preset.train
-    loss_fn = den.loss
-    if compile:
-        loss_fn = torch.compile(den.loss)
-
-    def step(y, labels, gen):
-        with _autocast(y.device, amp):
-            loss = loss_fn(y, labels, P_mean=t.P_mean, P_std=t.P_std, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return loss
-    return step
+def checkpoint_dir(preset: Preset, profile: runtime.Profile | None = None) -> Path:
+    return checkpoints.run_dir(preset, profile or runtime.profile())
 
 
-# ---- checkpoints -------------------------------------------------------------------------
+def train(preset: Preset | str, *, profile: runtime.Profile | None = None, device=None,
+          amp: bool | None = None, compile: bool | str = False, progress: bool = True,
+          stop_after: int | None = None, deadline: float | None = None) -> Trained:
+    """Train ``preset`` (already scaled to ``profile``) to its epochs, resuming when possible.
 
-def checkpoint_dir(preset: Preset) -> Path:
-    root = Path(os.environ.get("DIFFNB_CHECKPOINTS", runtime.project_root() / "checkpoints"))
-    return root / runtime.profile().name / f"{preset.model.arch}-{config.run_key(preset)}"
-
-
-def save_checkpoint(st: _State, preset: Preset, path: Path) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "format": 1,
-        "run_key": config.run_key(preset),
-        "preset": json.dumps(config.as_dict(preset), default=str),
-        "epoch": st.epoch,
-        "sigma_data": st.denoiser.sigma_data,
-        "model": st.denoiser.state_dict(),
-        "ema": st.ema.state_dict() if st.ema is not None else None,
-        "optimizer": st.opt.state_dict(),
-        "scheduler": st.sched.state_dict(),
-        "history": st.history,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: "
-                              f"{err}). Delete it (rm '{path}') and rerun to train again.") from err
-    if not isinstance(blob, dict) or blob.get("format") != 1 or "model" not in blob:
-        raise CheckpointError(f"{path} is not a diffnb checkpoint. Delete it and rerun.")
-    return blob
-
-
-def _restore(st: _State, blob: dict, preset: Preset, path: Path, *, rng: bool = True) -> None:
-    if blob["run_key"] != config.run_key(preset):
-        raise CheckpointError(f"{path} belongs to another configuration "
-                              f"(run key {blob['run_key']}, expected {config.run_key(preset)}).")
-    st.denoiser.load_state_dict(blob["model"])
-    st.denoiser.sigma_data = blob["sigma_data"]
-    if st.ema is not None and blob["ema"] is not None:
-        st.ema.load_state_dict(blob["ema"])
-        st.ema.sigma_data = blob["sigma_data"]
-    st.opt.load_state_dict(blob["optimizer"])
-    st.sched.load_state_dict(blob["scheduler"])
-    st.epoch, st.history = blob["epoch"], blob["history"]
-    if rng:
-        torch.set_rng_state(blob["rng"]["torch"])
-
-
-def _latest_start(folder: Path, epochs: int) -> Path | None:
-    """The checkpoint to resume from: ``last.pt`` if not past ``epochs``, else the longest
-    finished snapshot shorter than ``epochs``."""
-    candidates = []
-    if (folder / "last.pt").exists():
-        candidates.append(folder / "last.pt")
-    candidates += sorted(folder.glob("e*.pt"))
-    best, best_epoch = None, -1
-    for path in candidates:
-        epoch = load_checkpoint(path)["epoch"]
-        if best_epoch < epoch <= epochs:
-            best, best_epoch = path, epoch
-    return best
-
-
-# ---- entry points ------------------------------------------------------------------------
-
-def train(preset: Preset | str, *, device=None, amp: bool | None = None, compile: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> Trained:
-    """Train ``preset`` (already scaled to a profile) to its epochs, resuming when possible.
-
+    ``deadline``: a ``time.monotonic()`` value; no epoch is started (or finished) that is
+    projected to end after it: the run stops with its last checkpoint and ``finished=False``.
     ``stop_after``: stop after that many epochs of this call (to test resuming).
     """
+    profile = profile or runtime.profile()
     preset = config.get_preset(preset)
     dev = torch.device(device) if device is not None else runtime.device()
     amp = runtime.default_amp(dev) if amp is None else amp
-    folder = checkpoint_dir(preset)
-    st = _new_state(preset, dev)
-    start = _latest_start(folder, preset.train.epochs) if folder.exists() else None
+    folder = checkpoints.run_dir(preset, profile)
+    st = make_state(preset, dev)
+    start = checkpoints.latest_start(folder, preset.train.epochs) if folder.exists() else None
     if start is not None:
-        _restore(st, load_checkpoint(start), preset, start)
-    resumed_from = st.epoch
+        checkpoints.restore(st, checkpoints.load(start), preset, start, profile=profile)
+    resumed_from, t0 = st.epoch, time.perf_counter()
     train_split, valid_split = (s.to(dev) for s in data.train_valid_split())
-    step = _make_step(st, preset, amp=amp, compile=compile)
-    t0 = time.perf_counter()
-    while st.epoch < preset.train.epochs:
-        if stop_after is not None and st.epoch - resumed_from >= stop_after:
-            break
-        e0 = time.perf_counter()
-        train_loss = _train_epoch(st, preset, train_split, amp=amp, step_fn=step,
-                                  progress=progress)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - e0
-        st.epoch += 1
-        st.history["train_loss"].append(train_loss)
-        st.history["valid_loss"].append(validation_loss(st.denoiser, valid_split, preset, amp=amp))
-        st.history["epoch_seconds"].append(seconds)
-        st.history["images_per_second"].append(
-            steps_per_epoch(preset) * preset.train.batch_size / seconds)
-        save_checkpoint(st, preset, folder / "last.pt")
-    if st.epoch == preset.train.epochs:
-        final = folder / f"e{st.epoch:04d}.pt"
-        if not final.exists():
-            save_checkpoint(st, preset, final)
+    step = TrainStep(st, preset, amp=amp, compile=compile)
+    bar = _bar(preset, st.epoch, progress)
+    last_epoch = None
+    try:
+        while st.epoch < preset.train.epochs:
+            if stop_after is not None and st.epoch - resumed_from >= stop_after:
+                break
+            if deadline is not None and last_epoch and time.monotonic() + last_epoch > deadline:
+                break
+            e0 = time.perf_counter()
+            try:
+                train_loss = _train_epoch(st, preset, train_split, step_fn=step, bar=bar,
+                                          deadline=deadline)
+            except DeadlineReached:
+                break
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - e0
+            st.epoch += 1
+            h = st.history
+            h["train_loss"].append(train_loss)
+            h["valid_loss"].append(validation_loss(st.denoiser, valid_split, preset, amp=amp))
+            h["epoch_seconds"].append(seconds)
+            h["images_per_second"].append(steps_per_epoch(preset) * preset.train.batch_size
+                                          / seconds)
+            checkpoints.save(checkpoints.state_blob(st, preset, profile), folder / "last.pt")
+            last_epoch = time.perf_counter() - e0
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if st.epoch < preset.train.epochs:
+        return Trained(preset, None, None, st.history, folder, resumed_from,
+                       time.perf_counter() - t0, finished=False)
+    blob = checkpoints.state_blob(st, preset, profile)
+    final = folder / checkpoints.final_name(st.epoch)
+    if not final.exists():
+        checkpoints.save(blob, final)
+    half = folder / checkpoints.final_name(st.epoch, half=True)
+    if not half.exists():
+        checkpoints.save(checkpoints.compact(blob), half)
     return _trained(st, preset, folder, resumed_from, time.perf_counter() - t0)
 
 
-def _trained(st: _State, preset: Preset, folder: Path, resumed_from: int,
+def _bar(preset: Preset, epoch: int, progress: bool):
+    """One progress bar per run, counting epochs (reads correctly in a saved notebook)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=preset.train.epochs, initial=epoch, desc=f"training {preset.name}",
+                unit="epoch", mininterval=1.0)
+
+
+def _trained(st: TrainState, preset: Preset, folder: Path, resumed_from: int,
              seconds: float) -> Trained:
-    sample_with = st.ema if st.ema is not None else st.denoiser
-    sample_with.eval()
-    return Trained(preset=preset, denoiser=sample_with, raw=st.denoiser, history=st.history,
+    """Sample with the fp16-rounded weights, the same whichever checkpoint they came from."""
+    raw = copy.deepcopy(st.denoiser).eval()
+    raw.load_state_dict(checkpoints.round_half(raw.state_dict()))
+    sample_with = raw
+    if st.ema is not None:
+        sample_with = copy.deepcopy(st.ema).eval()
+        sample_with.load_state_dict(checkpoints.round_half(sample_with.state_dict()))
+    return Trained(preset=preset, denoiser=sample_with, raw=raw, history=st.history,
                    path=folder, resumed_from=resumed_from, train_seconds=seconds)
 
 
-def load_or_train(preset: Preset | str, *, device=None, retrain: bool = False,
-                  progress: bool = True, **kwargs) -> Trained:
-    """The preset trained in the current profile: a finished checkpoint of the identical
-    configuration is reused; otherwise training starts or resumes. Names are looked up in
-    ``config.PRESETS`` and scaled to the profile's loop sizes."""
-    if isinstance(preset, str):
-        preset = config.scaled(config.get_preset(preset))
+def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = None, device=None,
+                  retrain: bool = False, progress: bool = True, **kwargs) -> Trained:
+    """The preset trained in ``profile`` (default: the run's): a finished checkpoint of the
+    identical configuration (full, compact fp16, or committed under ``weights/``) is reused;
+    otherwise training starts or resumes. Names and presets alike are scaled to the profile."""
+    profile = profile or runtime.profile()
+    preset = config.scaled(config.get_preset(preset), profile)
     dev = torch.device(device) if device is not None else runtime.device()
-    final = checkpoint_dir(preset) / f"e{preset.train.epochs:04d}.pt"
-    if final.exists() and not retrain:
-        st = _new_state(preset, dev)
-        _restore(st, load_checkpoint(final), preset, final, rng=False)
+    final = checkpoints.find_final(preset, profile)
+    if final is not None and not retrain:
+        st = make_state(preset, dev)
+        checkpoints.restore(st, checkpoints.load(final), preset, final, rng=False, profile=profile)
         return _trained(st, preset, final.parent, st.epoch, 0.0)
-    if retrain and final.parent.exists():
-        for path in final.parent.glob("*.pt"):
+    folder = checkpoints.run_dir(preset, profile)
+    if retrain and folder.exists():
+        for path in folder.glob("*.pt"):
             path.unlink()
-    return train(preset, device=dev, progress=progress, **kwargs)
+    return train(preset, profile=profile, device=dev, progress=progress, **kwargs)

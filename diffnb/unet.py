@@ -1,6 +1,8 @@
-"""A class-conditional UNet F for 32x32 images (DDPM UNet layout, EDM-style conditioning).
+"""A class-conditional UNet F (Ronneberger et al. 2015; the DDPM layout of Ho et al. 2020, with
+the conditioning of Karras et al. 2022, EDM).
 
-32x32 -> 16x16 -> 8x8 (one level per entry of ``channel_mult``, widths nb_channels * mult):
+One level per entry of ``channel_mult``, widths nb_channels * mult, e.g. 32x32 -> 16x16 -> 8x8
+for Fashion-MNIST (three entries) or 64x64 -> 32x32 -> 16x16 -> 8x8 for CelebA (four):
   down  conv_in, then per level num_blocks residual blocks and an average-pool downsample;
         every output is kept as a skip; with ``attention``, each block at the lowest
         resolution ends in multi-head self-attention (down, mid and up);
@@ -8,19 +10,19 @@
   up    per level num_blocks + 1 blocks, each on concat(h, skip), then nearest upsample + conv
         to the finer level's width;
   out   GroupNorm -> SiLU -> conv_out 3x3 (zero-init with ``zero_init``: F = 0, D(x) = c_skip x).
-Conditioning as in the ResNets: FourierEmbedding(c_noise) + ClassEmbedding(label) (NULL_CLASS or
-None: "no class", for classifier-free guidance), then an MLP (EDM), giving per-channel
-(gamma, beta) of the second GroupNorm of every block.
+Conditioning as in the ResNets (diffnb.conditioning): FourierEmbedding(c_noise) +
+ClassEmbedding(label or attributes) (None or null: "no condition", for classifier-free guidance),
+then an MLP (EDM), giving per-channel (gamma, beta) of the second GroupNorm of every block.
 Built for bf16 autocast + channels_last on the CPU: no op here leaves channels_last or is slow
 in bf16 (GroupNorm's group size and the written-out attention were chosen by measurement).
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from diffnb import nets
+from diffnb.conditioning import ClassEmbedding, CondNorm2d, FourierEmbedding, check_labels
 from diffnb.config import ModelConfig
 
 HEADS = 4                # self-attention heads
@@ -41,19 +43,15 @@ def _zero(layer: nn.Module) -> nn.Module:
     return layer
 
 
-class CondGroupNorm2d(nets.CondBatchNorm2d):
-    """GroupNorm(affine=False), then per-channel (gamma, beta) from the embedding (CondBatchNorm2d's
-    interface).
+def cond_group_norm(channels: int, cond_channels: int) -> CondNorm2d:
+    """GroupNorm(affine=False), then per-channel (gamma, beta) from the embedding.
 
-    Chosen over CondBatchNorm2d because it normalises each image on its own: a sample's output
-    does not depend on the rest of its batch (samples identical at any batch size, no train/eval
-    gap, no running statistics, batches of 1 train fine); with >= 16 channels per group it is as
-    fast as BatchNorm in bf16 + channels_last on the CPU.
+    Chosen over conditional BatchNorm because it normalises each image on its own: a sample's
+    output does not depend on the rest of its batch (samples identical at any batch size, no
+    train/eval gap, no running statistics, batches of 1 train fine); with >= 16 channels per
+    group it is as fast as BatchNorm in bf16 + channels_last on the CPU.
     """
-
-    def __init__(self, channels: int, cond_channels: int):
-        super().__init__(channels, cond_channels)
-        self.norm = nn.GroupNorm(num_groups(channels), channels, affine=False)
+    return CondNorm2d(nn.GroupNorm(num_groups(channels), channels, affine=False), cond_channels)
 
 
 class SelfAttention(nn.Module):
@@ -97,7 +95,7 @@ class UNetBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.GroupNorm(num_groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = CondGroupNorm2d(out_ch, cond_channels)
+        self.norm2 = cond_group_norm(out_ch, cond_channels)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.attn = SelfAttention(out_ch) if attention else None
@@ -122,23 +120,25 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """The network F(c_in x, c_noise, labels) of ``ModelConfig(arch="unet")``; always
-    class-conditional (labels None or NULL_CLASS: "no class")."""
+    """The network F(c_in x, c_noise, labels) of ``ModelConfig(arch="unet")``; always conditional
+    on a class, or on attributes with ``num_attributes`` (None or null: "no condition")."""
 
     class_conditional = True
     conditional = True
 
-    def __init__(self, cfg: ModelConfig, *, image_channels: int = 1):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         _check_config(cfg)
         self.cfg = cfg
+        self.num_attributes = cfg.num_attributes
+        self.image_shape = (cfg.image_channels, cfg.image_size, cfg.image_size)
         E, widths = cfg.cond_channels, [cfg.nb_channels * m for m in cfg.channel_mult]
-        self.noise_emb = nets.FourierEmbedding(E)
-        self.class_emb = nets.ClassEmbedding(E)
+        self.noise_emb = FourierEmbedding(E)
+        self.class_emb = ClassEmbedding(E, num_attributes=cfg.num_attributes)
         self.emb_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E), nn.SiLU())  # EDM
         block = lambda i, o, attn=False: UNetBlock(i, o, cond_channels=E, zero_init=cfg.zero_init,
                                                    attention=attn and cfg.attention)
-        self.conv_in = nn.Conv2d(image_channels, widths[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.image_channels, widths[0], 3, padding=1)
         self.down, skip_ch, ch = nn.ModuleList(), [widths[0]], widths[0]
         for level, width in enumerate(widths):
             lowest = level == len(widths) - 1
@@ -159,7 +159,7 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch, widths[level - 1]))
                 ch = widths[level - 1]
         self.norm_out = nn.GroupNorm(num_groups(ch), ch)
-        self.conv_out = nn.Conv2d(ch, image_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
         if cfg.zero_init:  # improved initialisation: F = 0, so D(x) = c_skip x at the start
             _zero(self.conv_out)
 
@@ -169,7 +169,8 @@ class UNet(nn.Module):
         return 2 ** (len(self.cfg.channel_mult) - 1)
 
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        labels = nets.check_labels(labels, c_noise.shape[0], c_noise.device)
+        labels = check_labels(labels, c_noise.shape[0], c_noise.device,
+                              num_attributes=self.num_attributes)
         return self.emb_mlp(self.noise_emb(c_noise) + self.class_emb(labels))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
@@ -211,3 +212,7 @@ def _check_config(cfg: ModelConfig) -> None:
     if cfg.num_blocks < 1 or cfg.nb_channels < 1:
         raise ValueError(f"UNet needs num_blocks >= 1 and nb_channels >= 1, got "
                          f"{cfg.num_blocks} and {cfg.nb_channels}")
+    factor = 2 ** (len(cfg.channel_mult) - 1)
+    if cfg.image_size % factor:
+        raise ValueError(f"image_size {cfg.image_size} is not a multiple of {factor}, needed by "
+                         f"{len(cfg.channel_mult)} levels (channel_mult={cfg.channel_mult})")

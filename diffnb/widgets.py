@@ -5,9 +5,9 @@ real browser both accept; no matplotlib inside ``interactive()``.
 """
 from __future__ import annotations
 
+import ipywidgets as widgets
 import numpy as np
 import torch
-import ipywidgets as widgets
 
 from diffnb import noise, plots
 

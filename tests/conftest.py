@@ -34,12 +34,13 @@ def random_class_model():
     """A tiny class-conditional denoiser with random (not zero-initialised) weights, eval mode:
     its output depends on the label and the seed."""
     import torch
-    from diffnb import nets
+
+    from diffnb import models
     from diffnb.config import ModelConfig
     from diffnb.precond import Denoiser
 
     torch.manual_seed(0)
-    net = nets.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
+    net = models.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
     for m in net.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             torch.nn.init.normal_(m.weight, std=0.2)

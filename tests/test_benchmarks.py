@@ -13,13 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import config, data, nets
+from diffnb import config, data, flops, models
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _module(name):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module          # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -44,26 +45,36 @@ class KnownLayers(nn.Module):
         self.conv1 = nn.Conv2d(1, 6, 3, padding=1)                     # 32x32 out
         self.conv2 = nn.Conv2d(6, 4, 5, stride=2, padding=2)           # 16x16 out
         self.conv3 = nn.Conv2d(4, 8, 3, padding=1, groups=2)           # 16x16 out, 2 groups
-        self.linear = nn.Linear(8, 3)
+        self.per_pixel = nn.Linear(8, 5)                               # on 16 x 16 positions
+        self.linear = nn.Linear(5, 3)                                  # on one vector
 
     def forward(self, x, c_noise, labels=None):
-        return self.linear(self.conv3(self.conv2(self.conv1(x))).mean((2, 3)))
+        h = self.conv3(self.conv2(self.conv1(x)))
+        h = self.per_pixel(h.flatten(2).transpose(1, 2))               # (1, 256, 5)
+        return self.linear(h.mean(1))
 
 
 def test_flop_count_of_known_layers_is_the_closed_form():
-    bench = _module("train_speed")
     # conv: 2 k^2 (Cin / groups) Cout H_out W_out per image (a multiply and an add per weight
-    # and output pixel); linear: 2 in out.
+    # and output pixel); linear: 2 in out per vector it is applied to.
     expected = (2 * 3 * 3 * 1 * 6 * 32 * 32
                 + 2 * 5 * 5 * 6 * 4 * 16 * 16
                 + 2 * 3 * 3 * (4 // 2) * 8 * 16 * 16
-                + 2 * 8 * 3)
-    assert bench.conv_flops_per_image(KnownLayers(), labels=False) == expected
-    one = nn.Conv2d(3, 5, 3, padding=1)
-    wrapped = KnownLayers()
-    wrapped.forward = lambda x, c_noise, labels=None: one(x.expand(-1, 3, -1, -1))
-    wrapped.add_module("one", one)
-    assert bench.conv_flops_per_image(wrapped, labels=False) == 2 * 3 * 3 * 3 * 5 * 32 * 32
+                + 2 * 8 * 5 * 16 * 16
+                + 2 * 5 * 3)
+    assert flops.forward_flops(KnownLayers()) == expected
+    assert flops.train_flops(KnownLayers(), 10) == 3 * 10 * expected      # forward + backward
+    rgb = OneConv(nn.Conv2d(3, 7, 3, padding=1))                     # 3x64x64 images
+    assert flops.forward_flops(rgb, shape=(3, 64, 64)) == 2 * 3 * 3 * 3 * 7 * 64 * 64
+
+
+class OneConv(nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x, c_noise, labels=None):
+        return self.conv(x)
 
 
 def test_naive_loop_sees_the_same_images_as_diffnb():
@@ -83,7 +94,7 @@ def test_train_speed_benchmark_trains_the_same_model_on_the_same_data(tmp_path):
     result = json.loads(out.read_text())
     naive, ours = result["loops"]["naive"], result["loops"]["diffnb"]
     preset = config.get_preset(result["preset"])
-    built = nets.build(preset.model)
+    built = models.build(preset.model)
     assert naive["params"] == ours["params"] == sum(p.numel() for p in built.parameters())
     assert naive["model"] == ours["model"] == repr(built)         # same architecture
     assert naive["images"] == ours["images"] == result["steps"] * result["diffnb_batch"]
@@ -91,9 +102,8 @@ def test_train_speed_benchmark_trains_the_same_model_on_the_same_data(tmp_path):
     # the printed ratio and FLOP rate are those of these two loops and this model
     assert result["ratio"] == pytest.approx(ours["images_per_second"] / naive["images_per_second"],
                                             abs=0.01)
-    bench = _module("train_speed")
-    flops = 3 * bench.conv_flops_per_image(built, labels=preset.model.class_conditional)
-    assert result["train_gflop_per_image"] == pytest.approx(flops / 1e9, abs=1e-3)
+    train_flops = flops.train_flops(built, 1, labels=preset.model.class_conditional)
+    assert result["train_gflop_per_image"] == pytest.approx(train_flops / 1e9, abs=1e-3)
 
 
 @pytest.mark.slow

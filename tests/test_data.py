@@ -58,8 +58,9 @@ def test_no_source_is_a_clear_error(tmp_path, monkeypatch):
     text = str(err.value)
     assert "DIFFNB_DATA_DIR" in text and "apt-get install dataset-fashion-mnist" in text
     assert "download" in text
-    assert f"missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (looked in " \
-           f"{tmp_path / 'nothing-here'} and {tmp_path / 'nothing-here' / 'FashionMNIST' / 'raw'})" in text
+    nothing = tmp_path / "nothing-here"
+    assert (f"missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (looked in "
+            f"{nothing} and {nothing / 'FashionMNIST' / 'raw'})") in text
 
 
 def _idx_bytes(array):
@@ -110,16 +111,21 @@ def _gzip_bad_crc(raw: bytes) -> bytes:
 
 
 # name: (gzip?, how the labels file is broken, the message it must give)
+CUT_900 = r"is truncated: its header says \[1000\] \(1000 values\), it holds 900"
 BROKEN = {
     "gzip-garbage": (True, lambda raw: b"garbage", r"cannot be decompressed \(BadGzipFile"),
     "gzip-cut": (True, _gzip_cut, r"cannot be decompressed \(EOFError"),
     "gzip-bad-crc": (True, _gzip_bad_crc, r"cannot be decompressed \(BadGzipFile: CRC check"),
-    "gzip-body-cut": (True, lambda raw: gzip.compress(raw[:-100]), r"is truncated: its header says \[1000\] \(1000 values\), it holds 900"),
-    "raw-garbage": (False, lambda raw: b"garbage!", r"is not a uint8 IDX file \(bad magic number 67617262\)"),
-    "raw-empty": (False, lambda raw: b"", r"is not a uint8 IDX file \(bad magic number none: the file is empty\)"),
-    "raw-header-cut": (False, lambda raw: raw[:6], r"is truncated: its header is cut off \(6 bytes\)"),
-    "raw-body-cut": (False, lambda raw: raw[:-100], r"is truncated: its header says \[1000\] \(1000 values\), it holds 900"),
-    "raw-too-long": (False, lambda raw: raw + bytes(7), r"is longer than its header says: its header says \[1000\] \(1000 values\), it holds 1007"),
+    "gzip-body-cut": (True, lambda raw: gzip.compress(raw[:-100]), CUT_900),
+    "raw-garbage": (False, lambda raw: b"garbage!",
+                    r"is not a uint8 IDX file \(bad magic number 67617262\)"),
+    "raw-empty": (False, lambda raw: b"",
+                  r"is not a uint8 IDX file \(bad magic number none: the file is empty\)"),
+    "raw-header-cut": (False, lambda raw: raw[:6],
+                       r"is truncated: its header is cut off \(6 bytes\)"),
+    "raw-body-cut": (False, lambda raw: raw[:-100], CUT_900),
+    "raw-too-long": (False, lambda raw: raw + bytes(7), r"is longer than its header says: its "
+                     r"header says \[1000\] \(1000 values\), it holds 1007"),
 }
 
 
@@ -177,7 +183,8 @@ def test_folder_with_only_the_test_split_names_the_missing_files(tmp_path, monke
         f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] (looked in {tmp_path} and "
         f"{tmp_path / 'FashionMNIST' / 'raw'}).")
     assert "or unset it to use Debian's package" in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f + ".gz" for f in data.FILES["test"])
+    test_files = sorted(f + ".gz" for f in data.FILES["test"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == test_files
     # the same through the folder= argument, and for half of a split
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     monkeypatch.delenv(data.DATA_ENV)

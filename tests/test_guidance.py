@@ -1,4 +1,5 @@
-"""Classifier-free guidance: sampling.guided(den, x, sigma, labels, w) = D_null + w (D_class - D_null).
+"""Classifier-free guidance (Ho and Salimans 2022): sampling.guided(den, x, sigma, labels, w) is
+D_null + w (D_class - D_null).
 
 Every expected value is computed here by hand from separate denoiser calls (one with the labels,
 one with the null class) on a random class-conditional model, whose output depends on the label.
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from diffnb import noise, sampling
-from diffnb.nets import NULL_CLASS
+from diffnb.conditioning import NULL_CLASS
 
 
 def inputs(n=4, sigma_scale=1.0):

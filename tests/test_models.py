@@ -1,11 +1,15 @@
 """Preconditioning, networks, training, checkpoints, samplers (slides 4-7)."""
+import subprocess
+import sys
+import types
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from diffnb import config, nets, noise, sampling, training
+from diffnb import config, conditioning, models, noise, sampling, training
 from diffnb.config import ModelConfig, Preset, TrainConfig
 from diffnb.precond import Denoiser, coefficients
 
@@ -15,11 +19,11 @@ SIGMA_DATA = 0.66
 def tiny(arch="class", **train) -> Preset:
     model = ModelConfig(arch=arch, nb_channels=8, num_blocks=2, cond_channels=8)
     t = TrainConfig(epochs=2, batch_size=16, epoch_images=64, valid_images=32, **train)
-    return Preset(name=f"tiny_{arch}", title="tiny", model=model, train=t)
+    return Preset(name=f"tiny_{arch}", title="tiny", model=model, train=t, profile="quick")
 
 
 def denoiser(arch) -> Denoiser:
-    return Denoiser(nets.build(tiny(arch).model), sigma_data=SIGMA_DATA).eval()
+    return Denoiser(models.build(tiny(arch).model), sigma_data=SIGMA_DATA).eval()
 
 
 def test_coefficients_limits():
@@ -53,7 +57,7 @@ def test_base_model_is_not_zero_init_and_ignores_sigma():
 @pytest.mark.parametrize("preset", list(config.REPORT_PRESETS), ids=lambda p: p.name)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_report_networks_shapes(preset, batch):
-    net = nets.build(preset.model).eval()
+    net = models.build(preset.model).eval()
     labels = torch.zeros(batch, dtype=torch.long) if preset.model.class_conditional else None
     out = net(torch.randn(batch, 1, 32, 32), torch.zeros(batch), labels)
     assert out.shape == (batch, 1, 32, 32)
@@ -65,7 +69,7 @@ def test_report_preset_sizes():
     C, B, E = 128, 8, 64  # slide 8: nb_channels, num_blocks, cond_channels; parameters by hand:
     conv = lambda c_in, c_out: 9 * c_in * c_out + c_out
     by_hand = conv(1, C) + B * (2 * conv(C, C) + 4 * (E * C + C)) + conv(C, 1) + (11 * E + E)
-    assert nets.count_parameters(nets.build(p.model)) == by_hand  # 4 CondBN Linears per block
+    assert models.count_parameters(models.build(p.model)) == by_hand  # 4 CondBN Linears a block
     assert all(q.train == TrainConfig(epochs=q.train.epochs) for q in config.REPORT_PRESETS)
     with pytest.raises(KeyError, match="known presets"):
         config.get_preset("class_5")
@@ -101,7 +105,7 @@ def test_class_labels_include_zero_and_reject_out_of_range():
 
 def test_tiny_overfit_loss_falls():
     torch.manual_seed(0)
-    den = Denoiser(nets.build(tiny("condbn").model), sigma_data=SIGMA_DATA).train()
+    den = Denoiser(models.build(tiny("condbn").model), sigma_data=SIGMA_DATA).train()
     from diffnb import data
     y = data.to_model_space(data.per_class(data.train_valid_split()[0], 7).images[:64])
     opt = torch.optim.Adam(den.parameters(), lr=3e-3)
@@ -243,3 +247,118 @@ def test_trajectory_capture():
     assert len(traj.sigmas) == 5 and traj.sigmas[0] == pytest.approx(noise.SIGMA_MAX)
     assert traj.x[0].shape == traj.denoised[-1].shape == (2, 1, 32, 32)
     assert sampling.nfe(18, "heun") == 35 and sampling.nfe(50, "euler") == 50
+
+
+# ---- the conditioning module: old checkpoints still load, labels are checked on the CPU ---------
+
+OLD_COMMIT = "4e954d2"  # the last commit with the conditioning inside nets.py and unet.py
+
+
+def _old_module(name: str, **namespace) -> types.ModuleType:
+    """diffnb/<name>.py as of OLD_COMMIT, run as module old_<name> with ``namespace`` given."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        src = subprocess.run(["git", "-C", str(root), "show", f"{OLD_COMMIT}:diffnb/{name}.py"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"no git history with commit {OLD_COMMIT} here ({err})")
+    mod = types.ModuleType(f"old_{name}")
+    mod.__dict__.update(namespace)
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up
+    try:
+        exec(compile(src.replace("from diffnb import nets\n", ""), f"old_{name}.py", "exec"),
+             mod.__dict__)
+    finally:
+        del sys.modules[mod.__name__]
+    return mod
+
+
+def _old_networks():
+    """nets.py and unet.py as of OLD_COMMIT (old unet imports old nets)."""
+    old_nets = _old_module("nets")
+    return old_nets, _old_module("unet", nets=old_nets)
+
+
+def test_run_keys_are_those_before_the_new_model_options():
+    """The new model options have defaults: the presets (and their checkpoints) keep their keys."""
+    old = _old_module("config")
+    for name, preset in config.PRESETS.items():
+        assert config.run_key(preset) == old.run_key(old.PRESETS[name]), name
+
+
+def _randomise(net: nn.Module, seed: int) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if t.is_floating_point() and not name.endswith("noise_emb.w"):
+                t.copy_(0.1 * torch.randn(t.shape, generator=gen) + ("running_var" in name))
+    return net
+
+
+# one preset per distinct network (class_3 is class_1's network trained longer, etc.)
+FIRST_WITH_NETWORK: dict = {}
+for _name, _preset in config.PRESETS.items():
+    FIRST_WITH_NETWORK.setdefault(_preset.model, _name)
+
+
+@pytest.mark.parametrize("name", list(FIRST_WITH_NETWORK.values()), ids=str)
+def test_state_dicts_and_outputs_match_the_code_before_the_conditioning_module(name):
+    old_nets, old_unet = _old_networks()
+    cfg = config.get_preset(name).model
+    old_cls = old_unet.UNet if cfg.arch == "unet" else old_nets.ResNet
+    torch.manual_seed(3)
+    old = old_cls(cfg)
+    torch.manual_seed(3)
+    new = models.build(cfg)
+    old_sd, new_sd = old.state_dict(), new.state_dict()
+    assert list(old_sd) == list(new_sd)
+    for k, v in old_sd.items():  # same seed, same initial weights
+        torch.testing.assert_close(new_sd[k], v, rtol=0, atol=0, msg=k)
+    new.load_state_dict(_randomise(old, 5).state_dict())  # an old checkpoint loads
+    x, c_noise = torch.randn(2, 1, 32, 32), torch.tensor([-1.0, 0.5])
+    labels = torch.tensor([0, conditioning.NULL_CLASS]) if cfg.class_conditional else None
+    for mode in (True, False):  # batch statistics, then running statistics
+        old.train(mode), new.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(new(x, c_noise, labels), old(x, c_noise, labels),
+                                       rtol=0, atol=0)
+
+
+def test_labels_are_checked_on_the_cpu_only():
+    """``bad.any()`` on a device tensor would wait for the device: device labels pass unchecked
+    (the meta device stands for CUDA here), CPU labels and sampling's labels are checked."""
+    meta = conditioning.check_labels(torch.tensor([11], device="meta"), 1, "meta")
+    assert meta.device.type == "meta"
+    with pytest.raises(ValueError, match="out of range"):
+        conditioning.check_labels(torch.tensor([11]), 1, "meta")
+    with pytest.raises(ValueError, match="whole numbers"):
+        conditioning.check_labels([0.5], 1, "cpu")
+    with pytest.raises(ValueError, match="3 labels for a batch of 2"):
+        conditioning.check_labels([1, 2, 3], 2, "cpu")
+    torch.testing.assert_close(conditioning.check_labels([4], 3, "cpu"), torch.tensor([4, 4, 4]))
+
+
+def test_attribute_labels_null_rows_and_range():
+    check = lambda labels, **kw: conditioning.check_labels(labels, 2, "cpu", num_attributes=3, **kw)
+    assert check(None).tolist() == [[-1] * 3] * 2
+    assert check([[1, 0, 1]]).tolist() == [[1, 0, 1]] * 2
+    null = conditioning.null_like(check([[1, 0, 1], [0, 0, 0]]))
+    assert null.tolist() == [[conditioning.NULL_ATTRIBUTE] * 3] * 2
+    for bad in ([[1, 0, 2], [0, 0, 0]], [[1, -1, 0], [0, 0, 0]]):
+        with pytest.raises(ValueError, match="out of range"):
+            check(bad)
+    with pytest.raises(ValueError, match="is not a condition"):
+        check([[-1, -1, -1], [0, 1, 0]], allow_null=False)
+    emb = conditioning.ClassEmbedding(4, num_attributes=3)
+    nn.init.normal_(emb.linear.weight)
+    out = emb(check([[0, 0, 0], [-1, -1, -1]]))
+    assert not torch.allclose(out[0], out[1]), "all-zero attributes must not be 'no condition'"
+
+
+def test_cond_norm_wraps_a_norm_without_affine_parameters():
+    norm = conditioning.CondNorm2d(nn.GroupNorm(2, 8, affine=False), 6)
+    x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 6)
+    torch.testing.assert_close(norm(x, emb), nn.functional.group_norm(x, 2))  # gamma 1, beta 0
+    assert conditioning.CondNorm2d(nn.BatchNorm2d(8, affine=False), 6).gamma.out_features == 8
+    with pytest.raises(ValueError, match="without affine"):
+        conditioning.CondNorm2d(nn.BatchNorm2d(8), 6)

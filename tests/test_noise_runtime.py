@@ -36,7 +36,8 @@ def test_training_sigma_distribution_moments(P_mean, P_std):
     mean (P_std / sqrt(n)) and of the sample std of normal data (P_std / sqrt(2 n)); the clamp to
     [SIGMA_MIN, SIGMA_MAX] in noise.sample_sigma moves ~2e-5 of the default draws, far less."""
     n = 200_000
-    s = noise.sample_sigma(n, P_mean=P_mean, P_std=P_std, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    s = noise.sample_sigma(n, P_mean=P_mean, P_std=P_std, generator=gen)
     assert s.shape == (n,)
     log = s.double().log()
     assert abs(log.mean().item() - P_mean) < 5 * P_std / math.sqrt(n)
@@ -44,7 +45,8 @@ def test_training_sigma_distribution_moments(P_mean, P_std):
     assert s.min() >= noise.SIGMA_MIN and s.max() <= noise.SIGMA_MAX
     # the median of a log-normal is exp(P_mean); the sample median's standard error in ln
     # space is sqrt(pi / 2) P_std / sqrt(n)
-    assert abs(math.log(s.median().item()) - P_mean) < 5 * math.sqrt(math.pi / 2) * P_std / math.sqrt(n)
+    median_se = math.sqrt(math.pi / 2) * P_std / math.sqrt(n)
+    assert abs(math.log(s.median().item()) - P_mean) < 5 * median_se
 
 
 def test_profile_parsing(monkeypatch):
@@ -65,7 +67,8 @@ def test_misspelled_profile_names_the_variable_value_and_choices(monkeypatch):
     with pytest.raises(ValueError) as err:
         runtime.profile()
     assert str(err.value).startswith(
-        f"DIFFNB_PROFILE='quik' is not a profile; use one of {sorted(runtime.PROFILES)} (or unset it")
+        f"DIFFNB_PROFILE='quik' is not a profile; use one of {sorted(runtime.PROFILES)} "
+        "(or unset it")
     assert {"full", "quick"} <= set(runtime.PROFILES)
 
 
@@ -109,7 +112,8 @@ def test_device_override_and_seed(monkeypatch):
     assert runtime.device() == torch.device("cpu")
     a = runtime.seed_everything(3); x = torch.randn(3)
     b = runtime.seed_everything(3); y = torch.randn(3)
-    assert torch.equal(x, y) and torch.equal(torch.randn(2, generator=a), torch.randn(2, generator=b))
+    assert torch.equal(x, y)
+    assert torch.equal(torch.randn(2, generator=a), torch.randn(2, generator=b))
 
 
 def test_bf16_autocast_only_where_it_is_native(monkeypatch):

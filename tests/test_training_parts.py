@@ -9,6 +9,7 @@ CUDA, two runs writing the same folder). The pieces are diffnb.training's public
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import shutil
@@ -23,26 +24,20 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import config, data, nets, training
-from diffnb.nets import NULL_CLASS
+from diffnb import checkpoints, config, data, training
+from diffnb.conditioning import NULL_CLASS
 from diffnb.precond import Denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
-SIGMA_DATA = 0.66
-
-# A report preset shrunk to seconds: same code paths, 8 channels, 1 block, 64 images per epoch.
-TINY_PRESET_CODE = """
-from dataclasses import replace
-from diffnb import config
 
 def tiny(arch="class", **train):
+    """A report preset shrunk to seconds: same code paths, 8 channels, 1 block, 64 images per
+    epoch, scaled to the quick profile (the two-process test's workers run this same source)."""
     base = config.get_preset("class_1")
     model = replace(base.model, arch=arch, nb_channels=8, num_blocks=1, cond_channels=8)
     t = replace(base.train, **{"epochs": 1, "epoch_images": 64, "valid_images": 32,
                                "batch_size": 16, **train})
-    return replace(base, name=f"tiny_{arch}", model=model, train=t)
-"""
-exec(TINY_PRESET_CODE)  # defines tiny(); the two-process test runs the same code in its workers
+    return replace(base, name=f"tiny_{arch}", model=model, train=t, profile="quick")
 
 
 def randomised(den: Denoiser, std: float = 0.2) -> Denoiser:
@@ -198,8 +193,8 @@ def test_batches_apply_label_dropout():
 
 def test_unconditional_batches_carry_no_labels():
     p = tiny("condbn", epoch_images=64, label_dropout=0.5)
-    for _, labels in training.batches(synthetic_split(), p, generator=torch.Generator().manual_seed(0),
-                                      class_conditional=False):
+    gen = torch.Generator().manual_seed(0)
+    for _, labels in training.batches(synthetic_split(), p, generator=gen, class_conditional=False):
         assert labels is None
 
 
@@ -243,10 +238,11 @@ def test_loss_is_edm_weighted_denoising_loss(random_class_model):
 def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
     # 64 images / batch 16 = 4 steps, half of them warm-up: the first step runs at lr / 2.
     p = tiny(lr=1e-3, lr_schedule="cosine", warmup_fraction=0.5)
-    den = randomised(Denoiser(nets.build(p.model), sigma_data=SIGMA_DATA)).train()
+    st = training.make_state(p, torch.device("cpu"))
+    den = randomised(st.denoiser).train()                       # in place: Adam holds these
     before = copy.deepcopy(den)
-    step = training.TrainStep(den, p, amp=False)
-    y = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * SIGMA_DATA
+    step = training.TrainStep(st, p, amp=False)
+    y = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * den.sigma_data
     labels = torch.arange(16) % 10
     expected = before.loss(y, labels, P_mean=p.train.P_mean, P_std=p.train.P_std,
                            generator=torch.Generator().manual_seed(5))
@@ -262,13 +258,13 @@ def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
-# The messages the trainer gives; each says what happened and what to do, and deletes nothing.
-OTHER_CONFIG = (r"belongs to another configuration \(run key \w+, expected \w+\): it was trained "
-                r"with other settings\. Move it away or delete it \(rm '.+'\), then rerun to "
-                r"train this configuration\.")
-OTHER_PROFILE = (r"was trained in the 'quick' profile, but this run uses 'full' "
-                 r"\(DIFFNB_PROFILE\)\. Set DIFFNB_PROFILE=quick to use it, or move it away or "
-                 r"delete it \(rm '.+'\) and rerun to train in the 'full' profile\.")
+# The messages the trainer gives (diffnb.checkpoints.check); each says what happened and what
+# to do, and deletes nothing.
+OTHER_CONFIG = (r"belongs to another configuration \(run key \w+, expected \w+ for tiny_base\)\. "
+                r"Move it away or delete it; diffnb names run folders by run key, so it was "
+                r"copied or renamed by hand\.")
+OTHER_PROFILE = (r"was trained in the 'quick' profile but this run is 'full'\. Run with "
+                 r"DIFFNB_PROFILE=quick to use it, or delete it to train again\.")
 
 
 def test_checkpoint_of_another_configuration_says_what_to_do(tmp_checkpoints):
@@ -291,11 +287,12 @@ def test_checkpoint_of_another_configuration_says_what_to_do(tmp_checkpoints):
 
 
 def test_checkpoint_of_another_profile_says_what_to_do(tmp_checkpoints, monkeypatch):
-    p = tiny("base")
+    p = tiny("base")                                        # scaled to quick
     monkeypatch.setenv("DIFFNB_PROFILE", "quick")
     training.train(p, device="cpu", progress=False)
     quick = training.checkpoint_dir(p)
     monkeypatch.setenv("DIFFNB_PROFILE", "full")
+    p = replace(p, profile="full")                          # the same run, taken as full-size
     full = training.checkpoint_dir(p)
     assert quick.parent.name == "quick" and full.parent.name == "full"
     shutil.copytree(quick, full)                # quick checkpoints copied into the full tree
@@ -324,7 +321,7 @@ def test_checkpoint_saved_on_cuda_loads_on_the_cpu(tmp_checkpoints, monkeypatch)
     if not torch.cuda.is_available():           # the simulation is faithful: torch refuses it
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(final, weights_only=True)
-    loaded = training.load_checkpoint(final)
+    loaded = checkpoints.load(final)
     assert all(t.device.type == "cpu" for t in loaded["model"].values())
     again = training.load_or_train(p, device="cpu", progress=False)
     assert again.train_seconds == 0.0
@@ -338,7 +335,7 @@ def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypat
     by another process (another os.getpid()), runs to the end. With one shared temporary name the
     first rename finds no file; with a temporary file per writer both land, and no temporary
     file is left."""
-    real_save_checkpoint, real_torch_save, real_getpid = training.save_checkpoint, torch.save, os.getpid
+    real_save_checkpoint, real_torch_save, real_getpid = checkpoints.save, torch.save, os.getpid
     interleave = []
 
     def save_checkpoint(*args, **kwargs):
@@ -356,7 +353,7 @@ def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypat
 
     p = tiny("base")
     with monkeypatch.context() as m:
-        m.setattr(training, "save_checkpoint", save_checkpoint)
+        m.setattr(checkpoints, "save", save_checkpoint)
         m.setattr(torch, "save", torch_save)
         training.train(p, device="cpu", progress=False)
     assert interleave == [None], "the interleaved save did not happen"
@@ -366,7 +363,8 @@ def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypat
 
 # Many short epochs: each saves last.pt, so the two runs write the same file many times.
 RUN = {"epochs": 8, "epoch_images": 16, "valid_images": 16}
-WORKER = TINY_PRESET_CODE + f"RUN = {RUN!r}\n" + textwrap.dedent("""
+WORKER = ("from dataclasses import replace\nfrom diffnb import config\n" + inspect.getsource(tiny)
+          + f"RUN = {RUN!r}\n" + textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import torch
@@ -384,15 +382,16 @@ WORKER = TINY_PRESET_CODE + f"RUN = {RUN!r}\n" + textwrap.dedent("""
         time.sleep(0.01)
     t = training.load_or_train(tiny("base", **RUN), device="cpu", progress=False)
     print("finished", len(t.history["train_loss"]))
-""")
+"""))
 
 
 @pytest.mark.slow
 def test_same_run_twice_at_once_is_harmless(tmp_checkpoints, tmp_path):
     """A notebook run twice at once: two processes train the same preset into the same
     checkpoint folder, started together, saving every epoch on a slow disk (each save's file is
-    complete 0.2 s before it returns, so saves of the two runs overlap). Atomic writes with a temporary file
-    per writer make that harmless: both finish, the checkpoints load, no temporary file remains."""
+    complete 0.2 s before it returns, so saves of the two runs overlap). Atomic writes with a
+    temporary file per writer make that harmless: both finish, the checkpoints load, no temporary
+    file remains."""
     env = {**os.environ, "DIFFNB_CHECKPOINTS": str(tmp_checkpoints), "DIFFNB_PROFILE": "quick",
            "DIFFNB_DEVICE": "cpu", "PYTHONPATH": str(ROOT)}
     go = tmp_path / "go"
@@ -418,5 +417,5 @@ def test_same_run_twice_at_once_is_harmless(tmp_checkpoints, tmp_path):
     assert not list(tmp_checkpoints.rglob("*.tmp*")), "a temporary file was left behind"
     p = tiny("base", **RUN)
     for path in training.checkpoint_dir(p).glob("*.pt"):
-        assert training.load_checkpoint(path)["epoch"] >= 1
+        assert checkpoints.load(path)["epoch"] >= 1
     assert training.load_or_train(p, device="cpu", progress=False).train_seconds == 0.0

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import data, nets
+from diffnb import data, models
+from diffnb.conditioning import NULL_CLASS
 from diffnb.config import ModelConfig
 from diffnb.precond import Denoiser, coefficients
 from diffnb.unet import UNet
@@ -38,7 +39,7 @@ def randomise(module: nn.Module, std: float = 0.1) -> nn.Module:
 
 
 def test_build_gives_a_class_conditional_unet():
-    net = nets.build(cfg())
+    net = models.build(cfg())
     assert isinstance(net, UNet) and net.class_conditional
     assert Denoiser(net, sigma_data=SIGMA_DATA).class_conditional
     with pytest.raises(ValueError, match="UNet builds arch 'unet'"):
@@ -50,7 +51,7 @@ def test_build_gives_a_class_conditional_unet():
 @pytest.mark.parametrize("batch", [1, 3])
 def test_shapes(channel_mult, attention, batch):
     net = randomise(UNet(cfg(channel_mult=channel_mult, attention=attention, num_blocks=2))).eval()
-    labels = torch.tensor([0, 9, nets.NULL_CLASS])[:batch]
+    labels = torch.tensor([0, 9, NULL_CLASS])[:batch]
     out = net(torch.randn(batch, 1, 32, 32), torch.randn(batch), labels)
     assert out.shape == (batch, 1, 32, 32) and torch.isfinite(out).all()
 
@@ -88,7 +89,7 @@ def test_class_labels_include_zero_null_and_reject_out_of_range():
     d0, d_null = den(x, sigma, torch.tensor([0])), den(x, sigma, None)
     assert not torch.allclose(d0, d_null), "class 0 (T-shirt/top) must not be 'no class'"
     assert not torch.allclose(d0, den(x, sigma, torch.tensor([1])))
-    torch.testing.assert_close(d_null, den(x, sigma, torch.tensor([nets.NULL_CLASS])))
+    torch.testing.assert_close(d_null, den(x, sigma, torch.tensor([NULL_CLASS])))
     for bad in (11, -1):
         with pytest.raises(ValueError, match="out of range"):
             den(x, sigma, torch.tensor([bad]))
@@ -107,7 +108,7 @@ def test_samples_are_independent_of_the_rest_of_the_batch(attention):
     """GroupNorm normalises each image on its own: no batch statistics, in eval or training mode."""
     net = randomise(UNet(cfg(attention=attention)))
     x, c_noise = torch.randn(3, 1, 32, 32), torch.tensor([-1.0, 0.0, 1.5])
-    labels = torch.tensor([0, 7, nets.NULL_CLASS])
+    labels = torch.tensor([0, 7, NULL_CLASS])
     for mode in (False, True):
         net.train(mode)
         with torch.no_grad():
@@ -150,7 +151,7 @@ def test_few_steps_on_real_images_reduce_the_loss():
     (cfg(64, (1, 2, 2), 2, 128, attention=True), 5e6, 8e6),
 ])
 def test_parameter_counts_are_sane(config, low, high):
-    n = nets.count_parameters(UNet(config))
+    n = models.count_parameters(UNet(config))
     assert low < n < high, f"{n:,} parameters"
     if not config.attention:
-        assert nets.count_parameters(UNet(replace(config, attention=True))) > n
+        assert models.count_parameters(UNet(replace(config, attention=True))) > n

@@ -1,0 +1,162 @@
+"""Checkpoints of a training run: full ones to resume from, compact fp16 ones to sample from.
+
+A run lives in ``checkpoints/<profile>/<arch>-<run key>/``:
+  ``last.pt``          written atomically after every epoch (weights, EMA, optimizer, scheduler,
+                       history): an interrupted run resumes from it;
+  ``eNNNN.pt``         the same, kept when the run reaches its NNNN epochs;
+  ``eNNNN.half.pt``    the finished weights only (model and EMA in fp16, history, sigma_data):
+                       what travels back from a GPU machine (``diffnb.transport``) and what a CPU
+                       reader needs to sample. Results are always computed from the fp16-rounded
+                       weights (:func:`round_half`), so a full and a compact checkpoint give the
+                       same samples and the same FID.
+Committed compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
+reader gets real samples") are found too, so a reader without a GPU samples the full run's models.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from diffnb import config, runtime
+from diffnb.config import Preset
+from diffnb.results import atomic_path
+
+FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def root() -> Path:
+    return Path(os.environ.get("DIFFNB_CHECKPOINTS", runtime.project_root() / "checkpoints"))
+
+
+def run_dir(preset: Preset, profile: runtime.Profile) -> Path:
+    return root() / profile.name / f"{preset.model.arch}-{config.run_key(preset)}"
+
+
+def final_name(epochs: int, *, half: bool = False) -> str:
+    return f"e{epochs:04d}.half.pt" if half else f"e{epochs:04d}.pt"
+
+
+def committed_path(preset: Preset, profile: runtime.Profile, epochs: int) -> Path:
+    name = f"{preset.model.arch}-{config.run_key(preset)}-{final_name(epochs, half=True)}"
+    return runtime.project_root() / "weights" / profile.name / name
+
+
+def save(blob: dict, path: Path) -> None:
+    """Write atomically: a crash (or a second kernel) mid-write never leaves a truncated file."""
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def load(path: Path) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path.name} in {path.parent} is corrupt or truncated "
+                              f"({type(err).__name__}). Delete it (rm '{path}') and rerun to "
+                              "train again.") from err
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or "model" not in blob:
+        raise CheckpointError(f"{path} is not a diffnb checkpoint (format {FORMAT}). Delete it "
+                              "and rerun.")
+    return blob
+
+
+def check(blob: dict, preset: Preset, path: Path, profile: runtime.Profile | None = None) -> None:
+    """The checkpoint belongs to this configuration (and profile, when it says which)."""
+    if blob.get("run_key") != config.run_key(preset):
+        raise CheckpointError(
+            f"{path} belongs to another configuration (run key {blob.get('run_key')}, expected "
+            f"{config.run_key(preset)} for {preset.name}). Move it away or delete it; diffnb "
+            "names run folders by run key, so it was copied or renamed by hand.")
+    saved = blob.get("profile")
+    if profile is not None and saved is not None and saved != profile.name:
+        raise CheckpointError(
+            f"{path} was trained in the {saved!r} profile but this run is {profile.name!r}. "
+            f"Run with DIFFNB_PROFILE={saved} to use it, or delete it to train again.")
+
+
+def round_half(state: dict) -> dict:
+    """Floating-point tensors rounded through fp16 (kept in their dtype); others unchanged."""
+    return {k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def compact(blob: dict) -> dict:
+    """The finished weights of a full checkpoint: model and EMA in fp16, no optimizer."""
+    half = {k: v.half() if v.is_floating_point() else v for k, v in blob["model"].items()}
+    ema = blob.get("ema")
+    if ema is not None:
+        ema = {k: v.half() if v.is_floating_point() else v for k, v in ema.items()}
+    keep = ("run_key", "preset", "profile", "epoch", "sigma_data", "history")
+    return {"format": FORMAT, "kind": "half", **{k: blob.get(k) for k in keep},
+            "model": half, "ema": ema}
+
+
+def is_compact(blob: dict) -> bool:
+    return blob.get("kind") == "half"
+
+
+def find_final(preset: Preset, profile: runtime.Profile) -> Path | None:
+    """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, committed."""
+    epochs = preset.train.epochs
+    folder = run_dir(preset, profile)
+    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True),
+                 committed_path(preset, profile, epochs)):
+        if path.exists():
+            return path
+    return None
+
+
+def latest_start(folder: Path, epochs: int) -> Path | None:
+    """The full checkpoint to resume from: ``last.pt`` if not past ``epochs``, else the longest
+    finished snapshot shorter than ``epochs`` (a longer constant-LR run continues a shorter one)."""
+    candidates = [folder / "last.pt"] if (folder / "last.pt").exists() else []
+    candidates += sorted(p for p in folder.glob("e*.pt") if not p.name.endswith(".half.pt"))
+    best, best_epoch = None, -1
+    for path in candidates:
+        epoch = load(path)["epoch"]
+        if best_epoch < epoch <= epochs:
+            best, best_epoch = path, epoch
+    return best
+
+
+def restore(st, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
+            profile: runtime.Profile | None = None) -> None:
+    """Load a checkpoint into a ``training.TrainState``: weights (fp16 ones back to fp32), and
+    for a full checkpoint the optimizer, scheduler and RNG too."""
+    check(blob, preset, path, profile)
+    models_ = [(st.denoiser, blob["model"])]
+    if st.ema is not None and blob["ema"] is not None:
+        models_.append((st.ema, blob["ema"]))
+    for den, state in models_:
+        den.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in state.items()})
+        den.sigma_data = blob["sigma_data"]
+    st.epoch, st.history = blob["epoch"], blob["history"]
+    if is_compact(blob):
+        return
+    st.opt.load_state_dict(blob["optimizer"])
+    st.sched.load_state_dict(blob["scheduler"])
+    if rng:
+        torch.set_rng_state(blob["rng"]["torch"])
+
+
+def state_blob(st, preset: Preset, profile: runtime.Profile) -> dict:
+    """A full checkpoint of a ``training.TrainState``: everything needed to resume exactly."""
+    return {"format": FORMAT, "run_key": config.run_key(preset),
+            "preset": json.dumps(config.as_dict(preset), default=str), "profile": profile.name,
+            "epoch": st.epoch, "sigma_data": st.denoiser.sigma_data,
+            "model": st.denoiser.state_dict(),
+            "ema": st.ema.state_dict() if st.ema is not None else None,
+            "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
+            "history": st.history, "rng": {"torch": torch.get_rng_state()}}
+
+
+def describe(blob: dict) -> str:
+    preset = json.loads(blob["preset"]) if isinstance(blob.get("preset"), str) else {}
+    return f"{preset.get('name', '?')} epoch {blob.get('epoch')} ({blob.get('kind', 'full')})"

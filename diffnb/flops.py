@@ -1,0 +1,52 @@
+"""FLOP counts of the networks and of the run queue's stages (benchmarks, pipeline estimates).
+
+Convolutions and linear layers are counted analytically with forward hooks on one image
+(2 x multiply-adds); a training step costs 3x the forward pass (forward + backward: the usual
+rule, Kaplan et al. 2020). Norms, activations and attention's softmax are not counted.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INCEPTION_GFLOP = 11.5  # InceptionV3 at 299x299, forward: 5.7 G multiply-adds (Szegedy et al. 2016)
+
+
+def forward_flops(net: nn.Module, *, shape=(1, 32, 32), labels: bool = False) -> float:
+    """Forward FLOPs (2 x multiply-adds) of every Conv2d and Linear for one image of ``shape``."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += 2 * module.in_channels // module.groups * k * output[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features * (output.numel()
+                                                                     // output.shape[-1])
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *shape), torch.zeros(1),
+                torch.zeros(1, dtype=torch.long) if labels else None)
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return total
+
+
+def train_flops(net: nn.Module, images: int, *, labels: bool = False) -> float:
+    """FLOPs of training on ``images`` images (3x forward)."""
+    return 3.0 * forward_flops(net, labels=labels) * images
+
+
+def sampling_flops(net: nn.Module, samples: int, nfe: int, *, labels: bool = False) -> float:
+    return forward_flops(net, labels=labels) * samples * nfe
+
+
+def inception_flops(images: int) -> float:
+    return INCEPTION_GFLOP * 1e9 * images

@@ -1,0 +1,180 @@
+"""The notebooks' heavier computations, shared with the run queue and memoised in ``results/``.
+
+The queue (``diffnb.pipeline``) runs them where the GPU is; a notebook calls the same function
+with the same arguments and reads the result back instead of recomputing it on a CPU:
+  ``ablation_changes``   notebook 06's ablation, one change at a time (slide 11);
+  ``nfe_steps``          notebook 06's FID vs network evaluations;
+  ``class0_bug``         notebook 05: the report's ``if target:`` sampled class 0 without its
+                         class; per-class FID of T-shirt/top both ways;
+  ``zero_init_losses``   notebook 03: the first epoch with and without the zero initialisation;
+  ``floor_curve``        notebook 05: real-vs-real FID against n (slide 8).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from diffnb import config, runtime, sampling
+from diffnb.results import atomic_write
+
+SEED = 0
+GUIDANCE = 1.5
+HEUN = ("heun", 18)
+
+
+def ablation_changes(guidance: float = GUIDANCE) -> list:
+    """Slide 11 from the report's best (class_2) to our best, one change at a time."""
+    from diffnb.evaluation import Change, SamplerSpec
+
+    heun = dict(solver=HEUN[0], steps=HEUN[1])
+    return [
+        Change("report's best (class_2), report's Euler sampler", "class_2", SamplerSpec()),
+        Change("+ warm-up/cosine LR", "class_2_sched_ema", SamplerSpec(weights="raw")),
+        Change("+ EMA", "class_2_sched_ema", SamplerSpec()),
+        Change(f"+ Heun, {HEUN[1]} steps", "class_2_sched_ema", SamplerSpec(**heun)),
+        Change("UNet", "unet", SamplerSpec(**heun)),
+        Change("+ attention", "unet_attn", SamplerSpec(**heun)),
+        Change("+ CFG training, guidance 1", "unet_attn_cfg", SamplerSpec(**heun)),
+        Change(f"+ guidance {guidance:g}", "unet_attn_cfg", SamplerSpec(**heun, guidance=guidance)),
+    ]
+
+
+def _memo(name: str, key: dict, compute, profile: runtime.Profile):
+    """``compute()`` once per key, stored in ``results[/<profile>]/memo/<name>.json``."""
+    path = runtime.output_dir("results", profile) / "memo" / f"{name}.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("key") == key:
+                return stored["value"]
+        except json.JSONDecodeError:
+            pass  # truncated by an interrupted run: compute again
+    value = compute()
+    blob = {"key": key, "value": value, "profile": profile.name, "device": runtime.device_name()}
+    atomic_write(path, json.dumps(blob, indent=2, sort_keys=True, default=float) + "\n")
+    return value
+
+
+def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
+                     device=None) -> dict[str, list[float]]:
+    """Per-step losses of the first epoch of ``preset_name``, zero-init on and off (slide 6)."""
+    from diffnb import training
+
+    preset = config.scaled(config.get_preset(preset_name), profile)
+    steps = training.steps_per_epoch(preset)
+
+    def compute():
+        return {str(zero): training.first_losses(
+                    replace(preset, model=replace(preset.model, zero_init=zero)), steps=steps,
+                    device=device)
+                for zero in (True, False)}
+    return _memo("s06_zero_init_first_epoch", {"preset": config.run_key(preset), "steps": steps},
+                 compute, profile)
+
+
+def floor_curve(*, profile: runtime.Profile, seed: int = SEED):
+    """Real-vs-real FID of n vs n training images for the profile's ``floor_ns`` (a DataFrame)."""
+    import pandas as pd
+
+    from diffnb import evaluation
+
+    rows = _memo("s08_floor_vs_n", {"ns": list(profile.floor_ns), "seed": seed},
+                 lambda: evaluation.floor_curve(list(profile.floor_ns), seed=seed)
+                 .to_dict("records"), profile)
+    return pd.DataFrame(rows)
+
+
+def class0_bug(trained, *, profile: runtime.Profile, seed: int = SEED) -> dict:
+    """FID of T-shirt/top samples vs real T-shirts (report protocol's n): sampled as class 0,
+    and sampled the report's way (``if target:`` is false for 0: no class)."""
+    from diffnb import fid
+
+    n = profile.fid_report_per_class
+    seeds = sampling.sample_seeds(seed, n)
+
+    def compute():
+        real = fid.real_features("train", n=n, label=0, seed=seed)
+        out = {}
+        for how, labels in (("as class 0", 0), ("report's if target: (no class)", None)):
+            x = sampling.sample(trained.denoiser, seeds=seeds, labels=labels,
+                                steps=profile.sampler_steps)
+            out[how] = fid.fid_from_features(fid.features(x.clamp(-1, 1)), real)
+        return {"n": n, "fid": out, "preset": trained.preset.name}
+    key = {"preset": trained.preset.name, "run_key": config.run_key(trained.preset), "n": n,
+           "seed": seed, "steps": profile.sampler_steps}
+    return _memo("s09_class0_bug", key, compute, profile)
+
+
+def run(name: str, ctx) -> dict:
+    """The run queue's study stages (``ctx``: a ``pipeline.Context``)."""
+    from diffnb import evaluation
+
+    p = ctx.profile
+    if name == "ablation":
+        changes = ablation_changes()
+        trained = {c.preset: ctx.trained(c.preset) for c in changes}
+        return {"FID": evaluation.ablation(changes, trained, seed=ctx.seed)["FID"].tolist()}
+    if name == "best_per_class":
+        best = ablation_changes()[-1]
+        s = evaluation.score(ctx.trained(best.preset), spec=best.spec, seed=ctx.seed,
+                             protocols=("report",), tag="__best_report")
+        return {"average": s["report"]["average"]}
+    if name == "fid_vs_nfe":
+        table = evaluation.nfe_study(ctx.trained("unet_attn"), p.nfe_steps, seed=ctx.seed)
+        return {"FID": table["FID"].tolist()}
+    if name == "class0_bug":
+        return class0_bug(ctx.trained("class_2"), profile=p, seed=ctx.seed)["fid"]
+    if name == "zero_init":
+        losses = zero_init_losses(profile=p, device=ctx.device)
+        return {k: sum(v) / len(v) for k, v in losses.items()}
+    if name == "floor_curve":
+        return {"fid": floor_curve(profile=p, seed=ctx.seed)["real_vs_real_fid"].tolist()}
+    raise ValueError(f"unknown study {name!r}")
+
+
+# ---- work counts for the queue's FLOP estimates ---------------------------------------------
+
+def _scoring_samples(preset_name: str, profile: runtime.Profile, protocols) -> int:
+    cc = config.get_preset(preset_name).model.class_conditional
+    n_report = 10 * profile.fid_report_per_class
+    n_standard = max(profile.fid_standard_n, 10 * profile.fid_standard_per_class) if cc \
+        else profile.fid_standard_n
+    return (n_report if "report" in protocols else 0) + (n_standard if "standard" in protocols
+                                                         else 0)
+
+
+def sampling_work(stage, profile: runtime.Profile) -> list[tuple[int, int, str]]:
+    """(samples, network evaluations each, preset) of a stage; training-like work as NFE 3."""
+    steps, name = profile.sampler_steps, stage.name
+    if stage.kind == "fid":
+        return [(_scoring_samples(stage.presets[0], profile, ("report", "standard")), steps,
+                 stage.presets[0])]
+    if name == "study:ablation":
+        return [(_scoring_samples(c.preset, profile, ("standard",)),
+                 sampling.nfe(c.spec.steps or steps, c.spec.solver) * (2 if c.spec.guidance != 1
+                                                                       else 1), c.preset)
+                for c in ablation_changes()]
+    if name == "study:best_per_class":
+        return [(10 * profile.fid_report_per_class, 2 * sampling.nfe(HEUN[1], HEUN[0]),
+                 "unet_attn_cfg")]
+    if name == "study:fid_vs_nfe":
+        return [(_scoring_samples("unet_attn", profile, ("standard",)), sampling.nfe(k, solver),
+                 "unet_attn") for solver, ks in profile.nfe_steps.items() for k in ks]
+    if name == "study:class0_bug":
+        return [(2 * profile.fid_report_per_class, steps, "class_2")]
+    if name == "study:zero_init":
+        from diffnb import training
+
+        p = config.scaled(config.get_preset("condbn_1"), profile)
+        return [(2 * training.steps_per_epoch(p) * p.train.batch_size, 3, "condbn_1")]
+    return []
+
+
+def inception_images(stage, profile: runtime.Profile) -> int:
+    """Images through Inception in a stage (real reference images are cached after the first)."""
+    if stage.name == "study:floor_curve":
+        return 2 * max(profile.floor_ns)
+    if stage.kind == "fid" or stage.name in ("study:ablation", "study:fid_vs_nfe",
+                                              "study:best_per_class", "study:class0_bug"):
+        return sum(s for s, _, _ in sampling_work(stage, profile))
+    return 0

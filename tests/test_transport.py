@@ -1,0 +1,107 @@
+"""Carrying files to the GPU machine in chunks, and packing its outputs back (diffnb.transport)."""
+import json
+import os
+
+import pytest
+
+from diffnb import runtime, transport
+from diffnb.transport import TransportError
+
+MIB = transport.MIB
+
+
+def _files(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(3 * MIB + 123)
+    (src / "big.bin").write_bytes(big)
+    (src / "small.txt").write_text("hello")
+    return {"data/big.bin": src / "big.bin", ".cache/x/small.txt": src / "small.txt"}, big
+
+
+def test_deal_fits_budget_and_receive_reassembles_in_any_order(tmp_path):
+    files, big = _files(tmp_path)
+    folders = transport.deal(files, tmp_path / "there" / ".gpu", budget=MIB + 10, chunk=MIB)
+    assert len(folders) >= 3
+    for f in folders:
+        assert sum(p.stat().st_size for p in f.iterdir() if p.name != "manifest.json") <= MIB + 10
+    root = tmp_path / "there"
+    # first command: only carry1 arrived -> the big file waits, naming the folder it needs
+    later = [f.rename(f.with_name("_" + f.name)) for f in folders[1:]]
+    r = transport.receive(root)
+    assert any("big.bin: waits for carry2" in w for w in r["waiting"])
+    assert not (root / "data/big.bin").exists()
+    for f in later:
+        f.rename(f.with_name(f.name[1:]))
+    r = transport.receive(root)
+    assert (root / "data/big.bin").read_bytes() == big
+    assert (root / ".cache/x/small.txt").read_text() == "hello"
+    assert r["waiting"] == []
+
+
+def test_receive_refuses_a_corrupt_chunk_by_name(tmp_path):
+    files, _ = _files(tmp_path)
+    folders = transport.deal(files, tmp_path / "there" / ".gpu", budget=4 * MIB, chunk=MIB)
+    chunk = sorted(folders[0].glob("000-001.bin"))[0]
+    chunk.write_bytes(b"x" + chunk.read_bytes()[1:])
+    with pytest.raises(TransportError, match="chunk carry1/000-001.bin of data/big.bin is corrupt"):
+        transport.receive(tmp_path / "there")
+
+
+@pytest.fixture
+def outputs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path / "out"))
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(tmp_path / "out" / "checkpoints"))
+    return tmp_path / "out"
+
+
+def _make_outputs(root):
+    tiny = runtime.PROFILES["tiny"]
+    res = runtime.output_dir("results", tiny)
+    (res / "fid").mkdir(parents=True, exist_ok=True)
+    (res / "fid" / "a.json").write_text('{"fid": 1.5}')
+    (runtime.output_dir("figures", tiny) / "s03_x.png").write_bytes(os.urandom(20 * MIB))
+    half = root / "checkpoints" / "tiny" / "class-abc" / "e0002.half.pt"
+    half.parent.mkdir(parents=True)
+    half.write_bytes(b"weights")
+    (half.parent / "last.pt").write_bytes(b"unfinished, not packed")
+    (runtime.stamps_dir() / "tiny_a.json").write_text("{}")
+    return tiny
+
+
+def test_pack_unpack_round_trip_into_a_cold_checkout(outputs_root, tmp_path):
+    tiny = _make_outputs(outputs_root)
+    parts = transport.pack(outputs_root, tmp_path / "OUT", profile=tiny)
+    assert len(parts) <= 8 and all(p.stat().st_size <= 16 * MIB for p in parts)
+    names = json.loads((tmp_path / "OUT" / "pack.json").read_text())["files"]
+    assert "checkpoints/tiny/class-abc/e0002.half.pt" in names
+    assert not any(n.endswith("last.pt") for n in names)
+    before = {p.relative_to(outputs_root): p.read_bytes() for p in outputs_root.rglob("*")
+              if p.is_file() and p.name != "last.pt"}
+    import shutil
+    shutil.rmtree(outputs_root)                              # the machine went cold
+    r = transport.unpack(tmp_path / "OUT", outputs_root)
+    assert r["kept"] == []
+    for rel, data in before.items():
+        assert (outputs_root / rel).read_bytes() == data
+    assert (runtime.stamps_dir() / "tiny_a.json").exists()
+
+
+def test_unpack_refuses_bad_or_missing_parts_and_keeps_newer_local_files(outputs_root, tmp_path):
+    tiny = _make_outputs(outputs_root)
+    transport.pack(outputs_root, tmp_path / "OUT", profile=tiny)
+    part1 = tmp_path / "OUT" / "pack.part1"
+    good = part1.read_bytes()
+    part1.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(TransportError, match="part pack.part1 is corrupt"):
+        transport.unpack(tmp_path / "OUT", outputs_root)
+    part1.unlink()
+    with pytest.raises(TransportError, match="part pack.part1 is missing"):
+        transport.unpack(tmp_path / "OUT", outputs_root)
+    part1.write_bytes(good)
+    local = runtime.output_dir("results", tiny) / "fid" / "a.json"
+    local.write_text('{"fid": 2.0, "newer": true}')          # edited here after the pack
+    r = transport.unpack(tmp_path / "OUT", outputs_root)
+    assert "results/tiny/fid/a.json" in r["kept"] and "newer" in local.read_text()
+    transport.unpack(tmp_path / "OUT", outputs_root, force=True)
+    assert local.read_text() == '{"fid": 1.5}'
