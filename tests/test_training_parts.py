@@ -236,8 +236,9 @@ def test_loss_is_edm_weighted_denoising_loss(random_class_model):
 
 
 def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
-    # 64 images / batch 16 = 4 steps, half of them warm-up: the first step runs at lr / 2.
-    p = tiny(lr=1e-3, lr_schedule="cosine", warmup_fraction=0.5)
+    # 64 images / batch 16 = 4 steps, half of them warm-up: the first step runs at lr / 2. The
+    # noise distribution is not the default one, so the step must take it from the preset.
+    p = tiny(lr=1e-3, lr_schedule="cosine", warmup_fraction=0.5, P_mean=-0.5, P_std=1.5)
     st = training.make_state(p, torch.device("cpu"))
     den = randomised(st.denoiser).train()                       # in place: Adam holds these
     before = copy.deepcopy(den)
@@ -254,6 +255,10 @@ def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
     assert lr_0 == pytest.approx(5e-4)
     moves = [(a - b).detach().abs().max() for a, b in zip(den.parameters(), before.parameters())]
     assert float(max(moves)) == pytest.approx(lr_0, rel=1e-3)
+    # every call advances the schedule by one optimizer step
+    for k in (1, 2, 3):
+        assert st.opt.param_groups[0]["lr"] == pytest.approx(p.train.lr * training.lr_factor(p)(k))
+        step(y, labels, torch.Generator().manual_seed(5 + k))
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
