@@ -24,9 +24,9 @@ def test_karras_schedule_endpoints_and_monotone():
     # larger rho concentrates steps at low noise
     mid7, mid1 = noise.karras_sigmas(50, rho=7)[25], noise.karras_sigmas(50, rho=1)[25]
     assert mid7 < mid1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
         noise.karras_sigmas(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 < sigma_min < sigma_max, got 1.0, 0.5"):
         noise.karras_sigmas(10, sigma_min=1.0, sigma_max=0.5)
 
 
@@ -103,7 +103,7 @@ def test_quick_profile_writes_under_quick(monkeypatch):
     assert runtime.output_dir("figures").name == "quick"
     monkeypatch.setenv(runtime.PROFILE_ENV, "full")
     assert runtime.output_dir("figures").name == "figures"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown output kind 'elsewhere'; use 'figures' or"):
         runtime.output_dir("elsewhere")
 
 
