@@ -157,6 +157,18 @@ def state_blob(st, preset: Preset, profile: runtime.Profile) -> dict:
             "history": st.history, "rng": {"torch": torch.get_rng_state()}}
 
 
+def fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (CPU bytes): the same weights give the same
+    fingerprint on any device, so a result computed on a GPU is recognised on a CPU."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def describe(blob: dict) -> str:
     preset = json.loads(blob["preset"]) if isinstance(blob.get("preset"), str) else {}
     return f"{preset.get('name', '?')} epoch {blob.get('epoch')} ({blob.get('kind', 'full')})"

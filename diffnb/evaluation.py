@@ -3,18 +3,22 @@ their provenance, and the report's tables rebuilt from those files.
 
 Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
+The FID sizes are the run profile's. ``python -m diffnb.evaluation PRESET`` scores one preset.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
-from diffnb import config, data, fid, runtime, sampling, training
-from diffnb.results import provenance
+from diffnb import checkpoints, config, data, fid, runtime, sampling, training
+from diffnb.results import atomic_write, provenance
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,10 @@ class SamplerSpec:
     guidance: float = 1.0
     weights: str = "default"      # "default": EMA when trained with EMA; "raw": the raw weights
 
-    def resolved(self) -> "SamplerSpec":
-        return SamplerSpec(self.solver, self.steps or runtime.profile().sampler_steps,
-                           self.guidance, self.weights)
+    def resolved(self, profile: runtime.Profile | None = None) -> "SamplerSpec":
+        """Steps filled in from ``profile`` (default: the run's) when not given."""
+        steps = self.steps or (profile or runtime.profile()).sampler_steps
+        return SamplerSpec(self.solver, steps, self.guidance, self.weights)
 
     @property
     def label(self) -> str:
@@ -43,7 +48,7 @@ class Generator:
     reuses the ``report`` protocol's samples instead of generating them again.
     """
 
-    def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int = 64):
+    def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int | None = None):
         self.denoiser, self.spec, self.batch_size = denoiser, spec.resolved(), batch_size
         self._memo: dict[tuple, torch.Tensor] = {}
         self.generated = 0
@@ -72,44 +77,72 @@ def _result_path(preset_name: str, tag: str):
     return folder / f"{preset_name}{tag}.json"
 
 
+def _read_result(path) -> dict:
+    """A results JSON file, or a ValueError naming it when it does not parse (a cut-short write)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is corrupt ({err})") from None
+
+
+def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
+    """The FID sizes of each protocol (keywords of :func:`fid.evaluate`) in a run profile."""
+    return {"report": {"n": profile.fid_report_per_class},
+            "standard": {"n": profile.fid_standard_n, "n_per_class": profile.fid_standard_per_class,
+                         "test_n": profile.fid_test_n}}
+
+
 def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed: int = 0,
-          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True) -> dict:
+          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True,
+          profile: runtime.Profile | None = None) -> dict:
     """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
 
     A result that *this checkout* computed for the same preset, weights, profile, sampler, seed
     and sizes is reused (``reuse``); a committed result from elsewhere (a fresh clone, CI) is
-    always recomputed, so every number in ``results/`` is re-derived where it is checked.
+    always recomputed, so every number in ``results/`` is re-derived where it is checked. A
+    results file that does not parse is recomputed, with a warning. Under 2048 images per set,
+    one :class:`fid.SmallSampleWarning` at the caller's line.
     """
     preset = trained.preset
-    p = runtime.profile()
-    spec = spec.resolved()
+    p = profile or runtime.profile()
+    spec = spec.resolved(p)
+    sizes = _protocol_sizes(p)
+    unknown = set(protocols) - set(sizes)
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; use some of {fid.PROTOCOLS}")
+    cc = preset.model.class_conditional
+    smallest = min(fid.smallest_set(pr, class_conditional=cc, **sizes[pr]) for pr in protocols)
+    fid.warn_small_sample(smallest, what=f"scoring {preset.name} ({', '.join(protocols)}; "
+                          f"profile {p.name}): smallest set {smallest}", stacklevel=2)
     want = {"preset": preset.name, "run_key": config.run_key(preset), "profile": p.name,
             "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
             "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
                       "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
     den = trained.raw if spec.weights == "raw" else trained.denoiser
-    want["weights_fingerprint"] = round(float(sum(p.detach().double().sum() for p in den.parameters())), 6)
+    want["weights_fingerprint"] = checkpoints.fingerprint(den)
     path = _result_path(preset.name, tag)
     stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
     if reuse and path.exists() and stamp.exists():
-        old = json.loads(path.read_text())
-        if json.loads(stamp.read_text()) == want and all(old.get(k) == v for k, v in want.items()):
-            return old
+        try:
+            old, stamped = _read_result(path), _read_result(stamp)
+        except ValueError as err:
+            warnings.warn(f"{err}; scoring {preset.name} again", stacklevel=2)
+        else:
+            if stamped == want and all(old.get(k) == v for k, v in want.items()):
+                return old
     gen = Generator(den, spec)
-    cc = preset.model.class_conditional
     t0 = time.perf_counter()
     out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
            "sampler_label": spec.label, "epochs": preset.train.epochs,
            "train_seconds": float(sum(trained.history["epoch_seconds"])),
            "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
     for protocol in protocols:
-        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc)
+        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
+                                     warn=False, **sizes[protocol])
     out["generated_images"] = gen.generated
     out["eval_seconds"] = time.perf_counter() - t0
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
-    stamp.write_text(json.dumps(want, sort_keys=True, default=float))
+    atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
+    atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
     return out
 
 
@@ -119,7 +152,10 @@ def load_scores(names, *, tag: str = "") -> dict[str, dict]:
         path = _result_path(name, tag)
         if not path.exists():
             raise FileNotFoundError(f"no FID result for {name!r} at {path}: run score() first")
-        scores[name] = json.loads(path.read_text())
+        try:
+            scores[name] = _read_result(path)
+        except ValueError as err:
+            raise ValueError(f"{err}: run score() for {name!r} again to rewrite it") from None
     return scores
 
 
@@ -155,11 +191,11 @@ def report_slide9_table() -> pd.DataFrame:
 
 
 def floor_curve(ns: list[int], *, seed: int = 0) -> pd.DataFrame:
-    """Real-vs-real FID of n vs n other training images, for each n (one feature pass)."""
-    feats = fid.real_features("train", n=2 * max(ns), seed=seed)
-    rows = [{"n": n, "real_vs_real_fid": fid.fid_from_features(feats[:n], feats[n:2 * n])}
-            for n in ns]
-    return pd.DataFrame(rows)
+    """Real-vs-real FID (:func:`fid.real_vs_real`, the protocols' floor) of n vs n other training
+    images, for each n; one feature pass: each pair is a slice of one seeded draw of 2 max(ns)."""
+    fid.real_features("train", n=2 * max(ns), seed=seed)
+    return pd.DataFrame([{"n": n, "real_vs_real_fid": fid.real_vs_real(n, seed=seed)}
+                         for n in ns])
 
 
 def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:
@@ -182,13 +218,25 @@ class Change:
     spec: SamplerSpec = SamplerSpec()
 
 
+@contextmanager
+def _one_warning(what: str, profile: runtime.Profile | None):
+    """A study that scores many times warns once (at the study's caller), then stays quiet."""
+    p = profile or runtime.profile()
+    fid.warn_small_sample(p.fid_standard_per_class * data.NUM_CLASSES, what=f"{what} (profile "
+                          f"{p.name}, standard protocol n={p.fid_standard_n})", stacklevel=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fid.SmallSampleWarning)
+        yield
+
+
 def ablation(changes: list[Change], trained: dict[str, training.Trained], *, seed: int = 0,
-             name: str = "ablation") -> pd.DataFrame:
+             name: str = "ablation", profile: runtime.Profile | None = None) -> pd.DataFrame:
     """Score each change with the standard protocol; one row per change, with provenance."""
     rows = []
-    for i, change in enumerate(changes):
-        s = score(trained[change.preset], spec=change.spec, seed=seed, protocols=("standard",),
-                  tag=f"__{name}{i}")
+    with _one_warning(f"{name} of {len(changes)} changes", profile):
+        scores = [score(trained[c.preset], spec=c.spec, seed=seed, protocols=("standard",),
+                        tag=f"__{name}{i}", profile=profile) for i, c in enumerate(changes)]
+    for change, s in zip(changes, scores):
         std = s["standard"]
         rows.append({"change": change.label, "preset": change.preset,
                      "sampler": s["sampler_label"], "FID": std["pooled"],
@@ -199,14 +247,41 @@ def ablation(changes: list[Change], trained: dict[str, training.Trained], *, see
 
 
 def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: int = 0,
-              guidance: float = 1.0) -> pd.DataFrame:
+              guidance: float = 1.0, profile: runtime.Profile | None = None) -> pd.DataFrame:
     """Standard-protocol FID against network evaluations, per solver."""
     rows = []
-    for solver, counts in steps.items():
-        for k in counts:
-            spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
-            s = score(trained, spec=spec, seed=seed, protocols=("standard",),
-                      tag=f"__nfe_{solver}{k}_w{guidance:g}")
-            rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
-                         "FID": s["standard"]["pooled"], "floor": s["standard"]["floor_pooled"]})
+    with _one_warning(f"FID vs NFE of {trained.preset.name}", profile):
+        for solver, counts in steps.items():
+            for k in counts:
+                spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
+                s = score(trained, spec=spec, seed=seed, protocols=("standard",),
+                          tag=f"__nfe_{solver}{k}_w{guidance:g}", profile=profile)
+                rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
+                             "FID": s["standard"]["pooled"],
+                             "floor": s["standard"]["floor_pooled"]})
     return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    """``python -m diffnb.evaluation PRESET [--protocol P] [--seed S]``: train or load the preset
+    in the run profile, score it (:func:`score`) and print the results JSON."""
+    parser = argparse.ArgumentParser(prog="python -m diffnb.evaluation",
+                                     description="FID of a trained preset (DIFFNB_PROFILE sizes).")
+    parser.add_argument("preset", help=f"one of {', '.join(config.PRESETS)}")
+    parser.add_argument("--protocol", choices=fid.PROTOCOLS, action="append",
+                        help="repeatable; default: both")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    protocols = tuple(dict.fromkeys(args.protocol or fid.PROTOCOLS))
+    try:
+        trained = training.load_or_train(args.preset)
+    except KeyError as err:  # unknown preset: the message lists the known ones
+        parser.error(str(err))
+    # a single protocol goes to its own file: results/fid/<preset>.json keeps both
+    tag = "" if set(protocols) == set(fid.PROTOCOLS) else "__" + "_".join(protocols)
+    result = score(trained, seed=args.seed, protocols=protocols, tag=tag)
+    print(json.dumps(result, indent=2, sort_keys=True, default=float))
+
+
+if __name__ == "__main__":
+    main()

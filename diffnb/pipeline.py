@@ -224,7 +224,7 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
             print(f"pipeline: {stage.name} needs ~{expect:.0f} s, more than a whole command "
                   f"(--deadline {deadline_s:g}); give a longer deadline. Nothing was lost.")
             break
-        if expect > ctx.left():
+        if (ran_here or expect > 0) and expect > ctx.left():
             print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
                   "left); run the same command again to go on.")
             break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,11 +29,12 @@ def atomic_path(path: str | os.PathLike):
     The one atomic writer of the package (checkpoints, figures, tables, caches, packs): a reader
     sees the old file or the whole new one, never a truncated one, and two processes writing the
     same file at once (two kernels on one checkpoint folder) each rename a whole file, the last
-    one wins. The temporary name carries the process id, so concurrent writers never share it.
+    one wins. The temporary name carries the process and thread, so concurrent writers never
+    share it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -230,8 +230,8 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
         while st.epoch < preset.train.epochs:
             if stop_after is not None and st.epoch - resumed_from >= stop_after:
                 break
-            if deadline is not None and last_epoch and time.monotonic() + last_epoch > deadline:
-                break
+            if deadline is not None and time.monotonic() + (last_epoch or 0.0) > deadline:
+                break  # the previous epoch's time says this one would end too late
             e0 = time.perf_counter()
             try:
                 train_loss = _train_epoch(st, preset, train_split, step_fn=step, bar=bar,

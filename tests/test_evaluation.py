@@ -1,8 +1,16 @@
 """diffnb.evaluation: FID generators reuse samples, tables are built from results files."""
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
-from diffnb import config, data, evaluation
+from diffnb import config, data, evaluation, fid, runtime
+from diffnb.fid import network
+
+pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
 
 
 def test_generator_reuses_samples_as_prefixes(random_class_model):
@@ -53,13 +61,11 @@ def test_report_slide9_numbers_are_the_reports():
 
 
 def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch, random_class_model):
-    from types import SimpleNamespace
-    from diffnb import fid, runtime
     monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_evaluate(gen, *, protocol, seed, class_conditional):
+    def fake_evaluate(gen, *, protocol, seed, class_conditional, **sizes):
         calls.append(protocol)
         return {"protocol": protocol, "pooled": 1.0}
     monkeypatch.setattr(fid, "evaluate", fake_evaluate)
@@ -73,3 +79,81 @@ def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch,
         stamp.unlink()                                 # as in a fresh clone: results/ only
     evaluation.score(trained, protocols=("standard",))
     assert calls == ["standard", "standard"]
+
+
+@pytest.fixture
+def scoring(tmp_path, monkeypatch, random_class_model):
+    """A tiny random class-conditional 'trained preset'; results and caches in tmp_path."""
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    preset = config.scaled(config.get_preset("class_1"))
+    return SimpleNamespace(preset=preset, raw=random_class_model, denoiser=random_class_model,
+                           history={"epoch_seconds": [1.0]})
+
+
+@pytest.fixture
+def fake_evaluate(monkeypatch):
+    calls = []
+
+    def evaluate(gen, *, protocol, seed, class_conditional, warn, **sizes):
+        calls.append((protocol, sizes, warn))
+        return {"protocol": protocol, "pooled": 1.0}
+
+    monkeypatch.setattr(fid, "evaluate", evaluate)
+    return calls
+
+
+def test_score_passes_the_profiles_sizes(scoring, fake_evaluate):
+    evaluation.score(scoring)
+    p = runtime.profile()
+    assert fake_evaluate == [
+        ("report", {"n": p.fid_report_per_class}, False),
+        ("standard", {"n": p.fid_standard_n, "n_per_class": p.fid_standard_per_class,
+                      "test_n": p.fid_test_n}, False)]
+
+
+def test_score_warns_once_at_the_callers_line(scoring, monkeypatch):
+    """Both protocols for real (tiny model, 2 sampler steps, quick-profile sizes), with a cheap
+    stand-in for Inception: one SmallSampleWarning per score call, pointing here."""
+    proj = torch.randn(3 * 32 * 32, 16, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(network, "features", lambda images, **kw: (
+        network.to_three_channels(images.float()).flatten(1) @ proj).numpy())
+    spec = evaluation.SamplerSpec(steps=2)
+    for reuse in (False, True):  # computed, then read back
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = evaluation.score(scoring, spec=spec, reuse=reuse)
+        small = [w for w in caught if issubclass(w.category, fid.SmallSampleWarning)]
+        assert len(small) == 1, [str(w.message) for w in small]
+        assert small[0].filename == __file__
+    assert np.isfinite(out["report"]["average"]) and np.isfinite(out["standard"]["pooled"])
+
+
+def test_corrupt_results_file_is_recomputed_with_a_warning(scoring, fake_evaluate):
+    path = evaluation._result_path("class_1", "")
+    evaluation.score(scoring, protocols=("standard",))
+    path.write_text(path.read_text()[:40])  # a write cut short
+    with pytest.raises(ValueError, match=f"{path.name} is corrupt"):
+        evaluation.load_scores(["class_1"])
+    with pytest.warns(UserWarning, match=f"{path.name} is corrupt.*again"):
+        evaluation.score(scoring, protocols=("standard",))
+    assert len(fake_evaluate) == 2
+    assert evaluation.load_scores(["class_1"])["class_1"]["standard"]["pooled"] == 1.0
+
+
+def test_cli_scores_a_preset(scoring, fake_evaluate, monkeypatch, capsys):
+    from diffnb import training
+
+    monkeypatch.setattr(training, "load_or_train", lambda name: scoring)
+    evaluation.main(["class_1", "--protocol", "report"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"] == "class_1" and out["protocols"] == ["report"]
+    assert [c[0] for c in fake_evaluate] == ["report"]
+    assert evaluation._result_path("class_1", "__report").exists()  # not the both-protocol file
+    assert not evaluation._result_path("class_1", "").exists()
+
+
+def test_cli_rejects_an_unknown_preset(capsys):
+    with pytest.raises(SystemExit):
+        evaluation.main(["no_such_preset"])
+    assert "known presets" in capsys.readouterr().err

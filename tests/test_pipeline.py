@@ -99,3 +99,22 @@ def test_plan_lists_every_stage_once_with_flops():
     p = config.scaled(config.get_preset("base_1"), full)
     images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
     assert f["bf16"] == pytest.approx(3 * flops.forward_flops(models.build(p.model)) * images)
+
+
+def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch):
+    import nbformat
+
+    from diffnb import execute
+
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    nb_full, nb_quick = tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"
+    full = nbformat.v4.new_notebook(metadata={"diffnb": {"profile": "full"}})
+    nbformat.write(full, nb_full)
+    nbformat.write(nbformat.v4.new_notebook(), nb_quick)
+    quick = runtime.PROFILES["quick"]
+    assert execute.destination(nb_full, quick) == tmp_path / "build/notebooks/quick/01_a.ipynb"
+    assert execute.destination(nb_quick, quick) == nb_quick       # not a full run's: in place
+    assert execute.destination(nb_full, runtime.PROFILES["full"]) == nb_full
+    # and figures/results of other profiles never land in the full run's folders
+    assert runtime.output_dir("figures", quick) == tmp_path / "figures" / "quick"
+    assert runtime.output_dir("results", runtime.PROFILES["full"]) == tmp_path / "results"
