@@ -108,8 +108,9 @@ def test_train_speed_benchmark_trains_the_same_model_on_the_same_data(tmp_path):
 
 @pytest.mark.slow
 def test_fid_speed_benchmark_extractors_agree():
-    # 4 images instead of --smoke's 10: the same code path, the same check, ~2.5x less Inception.
-    run = _run("fid_speed.py", "--n", "4")
+    # 4 images and 256-d Frechet statistics instead of --smoke's 10: the same code paths and
+    # checks, ~2.5x less Inception.
+    run = _run("fid_speed.py", "--n", "4", "--frechet-dims", "256")
     assert ", 4 PNGs 28x28" in run.stdout
     assert re.search(r"speed ratio diffnb / pytorch-fid: \d+\.\d+x", run.stdout), run.stdout
     diff = float(re.search(r"max abs feature difference: (\S+)", run.stdout).group(1))
@@ -117,3 +118,8 @@ def test_fid_speed_benchmark_extractors_agree():
     # summation order: ~1e-6 relative on features of size <~10. The bound of
     # test_fid.test_converted_network_matches_torchscript, 1e-4.
     assert np.isfinite(diff) and diff < 1e-4, run.stdout
+    frechet = re.search(r"Frechet distance, 256-d statistics: .*\n.*\(\|difference\| (\S+)\)",
+                        run.stdout)
+    # Both methods work in float64 on the same statistics (a distance of a few hundred): their
+    # results differ by ~1e-10 relative; 1e-4 (1e-6 relative) still catches any method error.
+    assert frechet and float(frechet.group(1)) < 1e-4, run.stdout
