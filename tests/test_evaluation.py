@@ -75,7 +75,7 @@ def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch,
     evaluation.score(trained, protocols=("standard",))
     evaluation.score(trained, protocols=("standard",))
     assert calls == ["standard"]                       # reused on this machine
-    for stamp in (tmp_path / "cache" / "scores").glob("*"):
+    for stamp in runtime.stamps_dir().glob("*"):
         stamp.unlink()                                 # as in a fresh clone: results/ only
     evaluation.score(trained, protocols=("standard",))
     assert calls == ["standard", "standard"]
