@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -26,6 +26,24 @@ from diffnb.precond import Denoiser
 
 # bf16 dense matrix rate: H100/H200 measured (8192^3 matmul, ~790 TFLOP/s; spec 989), others spec
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0, "L4": 121.0}
+
+
+@dataclass
+class Loop:
+    """One timed loop: its speed and what it trained, so that the two loops can be checked to
+    train the same model on the same data (tests/test_benchmarks.py)."""
+
+    images_per_second: float
+    images: int          # images trained on in the timed steps
+    params: int          # parameters of the model it trained
+    model: str           # repr of that model's network (the architecture)
+    data: int            # size of the split it drew its batches from
+
+
+def _loop(den: torch.nn.Module, images_per_second: float, images: int,
+          split: data.Images) -> Loop:
+    return Loop(images_per_second, images, sum(p.numel() for p in den.parameters()),
+                repr(den.net), len(split))
 
 
 class TransformDataset(torch.utils.data.Dataset):
@@ -47,11 +65,12 @@ class TransformDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> float:
+def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
     torch.manual_seed(0)
     den = Denoiser(models.build(preset.model), sigma_data=data.sigma_data()).to(dev)
     opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr)
-    loader = torch.utils.data.DataLoader(TransformDataset(data.train_valid_split()[0]),
+    split = data.train_valid_split()[0]
+    loader = torch.utils.data.DataLoader(TransformDataset(split),
                                          batch_size=32, shuffle=True, num_workers=0)
     it = iter(loader)
     gen = torch.Generator().manual_seed(0)
@@ -69,10 +88,11 @@ def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> float:
         loss.backward()
         opt.step()
         loss.item()
-    return steps * 32 / (time.perf_counter() - t0)
+    return _loop(den, steps * 32 / (time.perf_counter() - t0), steps * 32, split)
 
 
-def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int, compile: bool):
+def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int,
+                             compile: bool) -> tuple[Loop, float]:
     """The trainer's own pieces: ``training.batches`` (label dropout included) and ``TrainStep``."""
     st = training.make_state(preset, dev)
     step = training.TrainStep(st, preset, amp=runtime.default_amp(dev), compile=compile)
@@ -95,7 +115,8 @@ def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int, compile: b
     warm_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     run(steps, 1)
-    return steps * preset.train.batch_size / (time.perf_counter() - t0), warm_seconds
+    images = steps * preset.train.batch_size
+    return _loop(st.denoiser, images / (time.perf_counter() - t0), images, train), warm_seconds
 
 
 def main() -> None:
@@ -115,13 +136,18 @@ def main() -> None:
     steps = args.steps or (2 if args.smoke else (200 if cuda else 12))
     warmup = 1 if args.smoke else (20 if cuda else 3)
     batch = args.batch or (32 if args.smoke else (512 if cuda else 128))
+    if batch % 32:
+        ap.error(f"--batch {batch}: use a multiple of 32 (the naive loop's batch), so that both "
+                 "loops train on the same number of images")
     fast = replace(preset, train=replace(preset.train, batch_size=batch))
 
     flops = 3 * count.forward_flops(models.build(preset.model),
                                     labels=preset.model.class_conditional)
-    naive = naive_images_per_second(preset, dev, steps=steps, warmup=warmup)
-    ours, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
-                                                  compile=args.compile)
+    # The same number of images through both loops: the naive one in batches of 32.
+    naive_loop = naive_images_per_second(preset, dev, steps=steps * batch // 32, warmup=warmup)
+    ours_loop, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
+                                                       compile=args.compile)
+    naive, ours = naive_loop.images_per_second, ours_loop.images_per_second
     card = runtime.device_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
     tflops = ours * flops / 1e12
@@ -131,7 +157,8 @@ def main() -> None:
               "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),
               "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
               "mfu": round(tflops / peak, 4) if peak else None,
-              "warmup_seconds_incl_compile": round(warm_seconds, 1)}
+              "warmup_seconds_incl_compile": round(warm_seconds, 1),
+              "loops": {"naive": asdict(naive_loop), "diffnb": asdict(ours_loop)}}
     print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
     print(f"naive  (DataLoader, fp32, batch 32): {naive:9.1f} img/s")
     print(f"diffnb (on-device, bf16, CL, batch {batch}{', compiled' if args.compile else ''}): "
@@ -141,7 +168,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    print(json.dumps({k: v for k, v in result.items() if k != "loops"}))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,18 @@
 
 Sources, in order: the folder named by ``DIFFNB_DATA_DIR``, Debian's package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), then torchvision's download
-into the project's cache. Images stay uint8 (N, 28, 28) until :func:`to_model_space` pads them
-to 32x32 and maps them to [-1, 1], so the whole set fits on a GPU as one 47 MB tensor.
+into the project's cache. A folder named on purpose (``DIFFNB_DATA_DIR`` or ``folder=``) must
+hold the split: if it does not, the error lists the missing files instead of silently using
+another source. Corrupt, truncated or mismatched files raise :class:`DataFileError`, which names
+the file and how to replace it; nothing is ever deleted. Images stay uint8 (N, 28, 28) until
+:func:`to_model_space` pads them to 32x32 and maps them to [-1, 1], so the whole set fits on a
+GPU as one 47 MB tensor.
 """
 from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +37,12 @@ VALID_SIZE = 10_000
 
 
 class DataNotFoundError(FileNotFoundError):
-    pass
+    """No source holds the requested split (the message lists what was tried and how to fix it)."""
+
+
+class DataFileError(ValueError):
+    """A Fashion-MNIST file exists but cannot be used: corrupt, truncated, or not matching its
+    partner file. Nothing is deleted; the message names the file and how to replace it."""
 
 
 @dataclass(frozen=True)
@@ -63,19 +73,40 @@ def check_label(label: int) -> int:
     return int(label)
 
 
+def _replace_hint(path: Path) -> str:
+    if DEBIAN_DIR in path.parents:
+        how = "reinstall the package: sudo apt-get install --reinstall dataset-fashion-mnist"
+    else:
+        how = (f"copy it again from a good source (e.g. {DEBIAN_DIR}/{path.name}), or unset "
+               f"{DATA_ENV} to use the Debian package or torchvision's download")
+    return f"Nothing was changed or deleted. To fix it, replace the file: {how}."
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or not) as a uint8 array, checking its header."""
+    """An IDX file (gzipped or not) as a uint8 array, checking its header and its length."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number); "
-                         "delete it and fetch the data again")
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise DataFileError(f"Fashion-MNIST file {path} is corrupt or truncated: it cannot be "
+                            f"decompressed ({type(err).__name__}: {err}). "
+                            + _replace_hint(path)) from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataFileError(f"Fashion-MNIST file {path} is not a uint8 IDX file (bad magic "
+                            f"number {raw[:4].hex() or 'none: the file is empty'}). "
+                            + _replace_hint(path))
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataFileError(f"Fashion-MNIST file {path} is truncated: its header is cut off "
+                            f"({len(raw)} bytes). " + _replace_hint(path))
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values")
+        what = "truncated" if data.size < int(np.prod(dims)) else "longer than its header says"
+        raise DataFileError(f"Fashion-MNIST file {path} is {what}: its header says {dims} "
+                            f"({int(np.prod(dims))} values), it holds {data.size}. "
+                            + _replace_hint(path))
     return data.reshape(dims)
 
 
@@ -87,11 +118,27 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _looked_in(folder: Path) -> str:
+    return f"{folder} and {folder / 'FashionMNIST' / 'raw'}"
+
+
+def _missing_files(folder: Path, split: str) -> list[str]:
+    return [f"{stem}[.gz]" for stem in FILES[split] if _find(folder, stem) is None]
+
+
 def _from_folder(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     paths = [_find(folder, stem) for stem in FILES[split]]
     if None in paths:
         return None
-    return _read_idx(paths[0]), _read_idx(paths[1])
+    images, labels = _read_idx(paths[0]), _read_idx(paths[1])
+    if len(images) != len(labels):
+        raise DataFileError(
+            f"Fashion-MNIST {split} files disagree: {paths[0]} holds {len(images)} images but "
+            f"{paths[1]} holds {len(labels)} labels, so they do not belong together (one of them "
+            f"is truncated or from another data set). Nothing was changed or deleted. To fix it, "
+            f"replace both files with the official ones (e.g. from {DEBIAN_DIR}), or unset "
+            f"{DATA_ENV} to use the Debian package or torchvision's download.")
+    return images, labels
 
 
 def _from_torchvision(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -103,11 +150,14 @@ def _from_torchvision(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _validate(images: np.ndarray, labels: np.ndarray, split: str, source: str) -> None:
     n = COUNTS[split]
+    hint = (f"These are not the official Fashion-MNIST {split} files; nothing was changed or "
+            f"deleted. Replace them (e.g. from {DEBIAN_DIR}) or unset {DATA_ENV}.")
     if images.shape != (n, 28, 28) or labels.shape != (n,):
-        raise ValueError(f"Fashion-MNIST {split} from {source} has images {images.shape} and "
-                         f"labels {labels.shape}; expected ({n}, 28, 28) and ({n},)")
+        raise DataFileError(f"Fashion-MNIST {split} from {source} has images {images.shape} and "
+                            f"labels {labels.shape}; expected ({n}, 28, 28) and ({n},). " + hint)
     if labels.max() >= NUM_CLASSES:
-        raise ValueError(f"Fashion-MNIST {split} from {source} has a label {labels.max()} > 9")
+        raise DataFileError(f"Fashion-MNIST {split} from {source} has a label {labels.max()} > 9. "
+                            + hint)
 
 
 def load(split: str = "train", *, folder: str | os.PathLike | None = None,
@@ -116,17 +166,29 @@ def load(split: str = "train", *, folder: str | os.PathLike | None = None,
     if split not in COUNTS:
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
     tried = []
-    folders = [(f"${DATA_ENV}", folder or os.environ.get(DATA_ENV)), ("Debian", DEBIAN_DIR)]
-    for label, path in folders:
+    named = folder or os.environ.get(DATA_ENV)
+    where = "folder=" if folder else f"${DATA_ENV}"
+    for label, path in ((where, named), ("Debian", DEBIAN_DIR)):
         if not path:
             tried.append(f"{label}: not set")
             continue
-        found = _from_folder(Path(path), split)
+        path = Path(path)
+        found = _from_folder(path, split)
         if found is not None:
             _validate(*found, split, str(path))
             return Images(torch.from_numpy(found[0].copy()),
                           torch.from_numpy(found[1].astype(np.int64)), str(path))
-        tried.append(f"{label}: no {split} IDX files in {path}")
+        missing = ", ".join(_missing_files(path, split))
+        if label == where:
+            # A folder named on purpose is used or is an error; never silently skipped for
+            # another source (a folder holding only the test split would otherwise mix sources).
+            raise DataNotFoundError(
+                f"Fashion-MNIST {split} split not found in {label} {path}: missing {missing} "
+                f"(looked in {_looked_in(path)}). Put the {split} files there, point "
+                f"{DATA_ENV} at a folder holding both splits, or unset it to use Debian's "
+                f"package (sudo apt-get install dataset-fashion-mnist) or torchvision's "
+                f"download.")
+        tried.append(f"{label}: missing {missing} (looked in {_looked_in(path)})")
     if download:
         try:
             found = _from_torchvision(split)
@@ -170,7 +232,8 @@ def test_set() -> Images:
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2), Normalize(0.5, 0.5)."""
+    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2),
+    Normalize(0.5, 0.5)."""
     x = images.unsqueeze(1).float() / 255.0
     x = F.pad(x, (2, 2, 2, 2), value=0.0)
     return x * 2.0 - 1.0

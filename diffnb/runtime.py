@@ -66,12 +66,41 @@ def device() -> torch.device:
     """The one device of a run: ``DIFFNB_DEVICE`` if set, else cuda, then mps, then cpu."""
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
-        return torch.device(name)
+        return _device_from_env(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+DEVICE_CHOICES = "cpu, cuda, cuda:N (N = a GPU index) or mps"
+
+
+def _device_from_env(name: str) -> torch.device:
+    """``DIFFNB_DEVICE`` parsed and checked: a misspelling or an absent GPU is an error that
+    says what to set, not a failure deep inside the first tensor operation."""
+    unset = "or unset it to use the best device available"
+    try:
+        dev = torch.device(name.lower())
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{DEVICE_ENV}={name!r} is not a device; use one of {DEVICE_CHOICES} "
+                         f"({unset}).") from err
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{DEVICE_ENV}={name!r} is not supported by diffnb; use one of "
+                         f"{DEVICE_CHOICES} ({unset}).")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_ENV}={name!r} but CUDA is not available here (torch "
+                             f"{torch.__version__}); use cpu, {unset}.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{DEVICE_ENV}={name!r} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (0-based indices); "
+                             f"use a smaller index, {unset}.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"{DEVICE_ENV}={name!r} but MPS is not available here; use cpu, {unset}.")
+    return dev
 
 
 def profile() -> Profile:
@@ -81,7 +110,8 @@ def profile() -> Profile:
         name = "full" if device().type == "cuda" else "quick"
     if name not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; "
-                         f"use one of {sorted(PROFILES)} (or unset it for the default).")
+                         f"use one of {sorted(PROFILES)} (or unset it for the default: full "
+                         f"with CUDA, quick without).")
     return PROFILES[name]
 
 
@@ -147,9 +177,9 @@ def cpu_bf16_native() -> bool:
 
 
 def default_amp(dev: torch.device) -> bool:
-    """bf16 autocast on CUDA, and on CPUs with native bf16 (1.8-5x faster than fp32 there). Not
-    on AVX2-only CPUs: on a 2-core AMD EPYC without AVX-512 one class_1 training step (batch
-    32) took 122 s in bf16 against 13 s in fp32 (under load; emulated bf16)."""
+    """bf16 autocast on CUDA, and on CPUs with native bf16 (1.8-5x faster than fp32 there:
+    benchmarks/). Not on AVX2-only CPUs: on a 2-core AMD EPYC without AVX-512 one class_1
+    training step (batch 32) took 122 s in bf16 against 13 s in fp32."""
     dev = torch.device(dev)
     return dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_native())
 

@@ -6,6 +6,22 @@ import pytest
 os.environ.setdefault("DIFFNB_PROFILE", "quick")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Browser tests run last, after everything else, the notebooks included.
+
+    ``make test`` runs ``pytest tests notebooks``: pytest would run tests/test_browser.py before
+    nbval executes notebooks/*.ipynb. The browser test of notebook 04 runs a copy of that
+    notebook, which trains class_1..class_4 when their checkpoints do not exist yet (3-8 minutes on
+    2 CPU cores in a fresh clone), and nbval then loads them. Run after the notebooks, it finds the
+    checkpoints nbval's notebook 04 has just written and only samples: the models are trained once.
+    Ordering was chosen over a smaller preset because the browser test's job is to drive the
+    notebook as it is, with the models a reader gets. Run alone (``pytest tests``), it still
+    trains what is missing."""
+    browser = [item for item in items if item.get_closest_marker("browser")]
+    if browser:
+        items[:] = [item for item in items if not item.get_closest_marker("browser")] + browser
+
+
 @pytest.fixture
 def tmp_checkpoints(tmp_path, monkeypatch):
     """Checkpoints of a test go to a temporary folder, never to the project's checkpoints/."""
@@ -18,6 +34,7 @@ def random_class_model():
     """A tiny class-conditional denoiser with random (not zero-initialised) weights, eval mode:
     its output depends on the label and the seed."""
     import torch
+
     from diffnb import models
     from diffnb.config import ModelConfig
     from diffnb.precond import Denoiser

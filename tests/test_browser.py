@@ -11,8 +11,10 @@ executes the notebook, so it rewrites ``figures/<profile>/s*_*.png`` exactly as 
 The kernel inherits this process's environment, so ``DIFFNB_PROFILE`` (unset: ``quick`` without
 CUDA, ``full`` with it) picks the same profile as the other tests; ``diffnb`` comes from the
 editable install, so ``runtime.project_root()`` is this checkout even though the copy runs in a
-temporary folder, and notebook 04 reuses the checkpoints in ``checkpoints/<profile>/``. Without
-them it trains class_1/class_2 first (minutes on a CPU; hence that test's longer timeouts).
+temporary folder, and notebook 04 reuses the checkpoints in ``checkpoints/<profile>/``. In
+``make test`` these tests run after the notebooks (tests/conftest.py moves ``browser`` tests last),
+so nbval's notebook 04 has written those checkpoints; run alone without them, notebook 04 trains
+class_1..class_4 first (minutes on a CPU; hence that test's longer timeouts).
 
 Artefacts, kept after the run in ``artifacts/browser/``: ``01_noising-sigma.png`` (the page),
 ``01_noising-sigma-widget.png`` (the widget's cell), ``01_noising-sigma.json`` (the script's

@@ -54,29 +54,140 @@ def test_no_source_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "nothing-here")
     monkeypatch.delenv(data.DATA_ENV, raising=False)
     with pytest.raises(data.DataNotFoundError) as err:
-        data.load("test", folder=tmp_path, download=False)
+        data.load("test", download=False)
     text = str(err.value)
     assert "DIFFNB_DATA_DIR" in text and "apt-get install dataset-fashion-mnist" in text
     assert "download" in text
+    nothing = tmp_path / "nothing-here"
+    assert (f"missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (looked in "
+            f"{nothing} and {nothing / 'FashionMNIST' / 'raw'})") in text
+
+
+def _idx_bytes(array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
 
 
 def _write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(_idx_bytes(array))
+    else:
+        path.write_bytes(_idx_bytes(array))
+
+
+def _write_split(folder, split, n, *, gz=True, n_labels=None):
+    """A synthetic split: n random images, n_labels (default n) labels; returns the paths."""
+    images = np.random.default_rng(0).integers(0, 256, (n, 28, 28))
+    labels = np.arange(n if n_labels is None else n_labels) % 10
+    paths = [folder / (stem + (".gz" if gz else "")) for stem in data.FILES[split]]
+    _write_idx(paths[0], images)
+    _write_idx(paths[1], labels)
+    return paths, images, labels
 
 
 def test_env_folder_is_read_first_and_validated(tmp_path, monkeypatch):
-    images = np.random.default_rng(0).integers(0, 256, (10_000, 28, 28))
-    labels = np.arange(10_000) % 10
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    (images_path, labels_path), images, labels = _write_split(tmp_path, "test", 10_000)
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
     got = data.load("test", download=False)
     assert got.source == str(tmp_path) and np.array_equal(got.images.numpy(), images)
-    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:500])  # wrong count
-    with pytest.raises(ValueError, match="expected"):
+    assert np.array_equal(got.labels.numpy(), labels)
+    _write_split(tmp_path, "test", 500)           # consistent files, but not Fashion-MNIST's size
+    with pytest.raises(data.DataFileError, match=r"has images \(500, 28, 28\) and labels "
+                       r"\(500,\); expected \(10000, 28, 28\) and \(10000,\)\. These are not "
+                       r"the official"):
         data.load("test", download=False)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"garbage")
-    with pytest.raises(Exception):
+
+
+def _gzip_cut(raw: bytes) -> bytes:
+    whole = gzip.compress(raw)
+    return whole[: len(whole) // 2]                   # the stream ends mid-way
+
+
+def _gzip_bad_crc(raw: bytes) -> bytes:
+    whole = bytearray(gzip.compress(raw))
+    whole[-8] ^= 0xFF                                  # the trailer's CRC32 no longer matches
+    return bytes(whole)
+
+
+# name: (gzip?, how the labels file is broken, the message it must give)
+CUT_900 = r"is truncated: its header says \[1000\] \(1000 values\), it holds 900"
+BROKEN = {
+    "gzip-garbage": (True, lambda raw: b"garbage", r"cannot be decompressed \(BadGzipFile"),
+    "gzip-cut": (True, _gzip_cut, r"cannot be decompressed \(EOFError"),
+    "gzip-bad-crc": (True, _gzip_bad_crc, r"cannot be decompressed \(BadGzipFile: CRC check"),
+    "gzip-body-cut": (True, lambda raw: gzip.compress(raw[:-100]), CUT_900),
+    "raw-garbage": (False, lambda raw: b"garbage!",
+                    r"is not a uint8 IDX file \(bad magic number 67617262\)"),
+    "raw-empty": (False, lambda raw: b"",
+                  r"is not a uint8 IDX file \(bad magic number none: the file is empty\)"),
+    "raw-header-cut": (False, lambda raw: raw[:6],
+                       r"is truncated: its header is cut off \(6 bytes\)"),
+    "raw-body-cut": (False, lambda raw: raw[:-100], CUT_900),
+    "raw-too-long": (False, lambda raw: raw + bytes(7), r"is longer than its header says: its "
+                     r"header says \[1000\] \(1000 values\), it holds 1007"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_corrupt_or_truncated_idx_is_a_clear_error_and_nothing_is_lost(case, tmp_path, monkeypatch):
+    gz, breaks, message = BROKEN[case]
+    (images_path, labels_path), _, labels = _write_split(tmp_path, "test", 1000, gz=gz)
+    broken = breaks(_idx_bytes(labels))
+    labels_path.write_bytes(broken)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    with pytest.raises(data.DataFileError, match=message) as err:
         data.load("test", download=False)
+    text = str(err.value)
+    assert text.startswith(f"Fashion-MNIST file {labels_path} ")
+    assert "Nothing was changed or deleted. To fix it, replace the file: copy it again" in text
+    assert f"or unset {data.DATA_ENV}" in text
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before   # nothing lost
+
+
+def test_corrupt_file_of_the_debian_package_says_reinstall(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path)
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    (images_path, _), _, _ = _write_split(tmp_path, "test", 100)
+    images_path.write_bytes(b"garbage")
+    with pytest.raises(data.DataFileError,
+                       match="sudo apt-get install --reinstall dataset-fashion-mnist"):
+        data.load("test", download=False)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_images_and_labels_counts_disagree(gz, tmp_path, monkeypatch):
+    (images_path, labels_path), _, _ = _write_split(tmp_path, "test", 10_000, gz=gz, n_labels=9_000)
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    with pytest.raises(data.DataFileError) as err:
+        data.load("test", download=False)
+    assert str(err.value).startswith(
+        f"Fashion-MNIST test files disagree: {images_path} holds 10000 images but {labels_path} "
+        "holds 9000 labels, so they do not belong together")
+    assert "replace both files" in str(err.value)
+    assert images_path.exists() and labels_path.exists()
+
+
+def test_folder_with_only_the_test_split_names_the_missing_files(tmp_path, monkeypatch):
+    """A folder named on purpose is never skipped for another source (the Debian package, present
+    or not, must not be mixed in silently): the error says which files are missing, where."""
+    _write_split(tmp_path, "test", 10_000)
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    assert len(data.load("test", download=False)) == 10_000
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load("train", download=True)
+    text = str(err.value)
+    assert text.startswith(
+        f"Fashion-MNIST train split not found in ${data.DATA_ENV} {tmp_path}: missing "
+        f"train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz] (looked in {tmp_path} and "
+        f"{tmp_path / 'FashionMNIST' / 'raw'}).")
+    assert "or unset it to use Debian's package" in text
+    test_files = sorted(f + ".gz" for f in data.FILES["test"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == test_files
+    # the same through the folder= argument, and for half of a split
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.delenv(data.DATA_ENV)
+    with pytest.raises(data.DataNotFoundError, match=r"test split not found in folder= .*: missing "
+                       r"t10k-labels-idx1-ubyte\[\.gz\] \(looked in "):
+        data.load("test", folder=tmp_path, download=False)

@@ -64,9 +64,13 @@ def test_report_networks_shapes(preset, batch):
 
 
 def test_report_preset_sizes():
-    p = config.get_preset("class_4")
-    assert (p.model.nb_channels, p.model.num_blocks, p.model.cond_channels, p.train.epochs) == (128, 8, 64, 100)
-    assert (p.train.lr, p.train.batch_size, p.train.ema_decay) == (1e-3, 32, None)
+    p, p2 = config.get_preset("class_4"), config.get_preset("class_2")
+    assert p.model == p2.model and p.train.epochs == 2 * p2.train.epochs  # class_2, twice as long
+    C, B, E = 128, 8, 64  # slide 8: nb_channels, num_blocks, cond_channels; parameters by hand:
+    conv = lambda c_in, c_out: 9 * c_in * c_out + c_out
+    by_hand = conv(1, C) + B * (2 * conv(C, C) + 4 * (E * C + C)) + conv(C, 1) + (11 * E + E)
+    assert models.count_parameters(models.build(p.model)) == by_hand  # 4 CondBN Linears a block
+    assert all(q.train == TrainConfig(epochs=q.train.epochs) for q in config.REPORT_PRESETS)
     with pytest.raises(KeyError, match="known presets"):
         config.get_preset("class_5")
 
