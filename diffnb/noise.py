@@ -1,4 +1,4 @@
-"""Noise levels: the noising of slide 3, the training distribution and the sampling schedule (EDM)."""
+"""Noise levels: slide 3's noising, the training distribution and the sampling schedule (EDM)."""
 from __future__ import annotations
 
 import torch
@@ -23,7 +23,9 @@ def add_noise(y: torch.Tensor, sigma, *, eps: torch.Tensor | None = None,
 def sample_sigma(n: int, *, P_mean: float = P_MEAN, P_std: float = P_STD,
                  sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
                  generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Training noise levels: sigma = exp(P_mean + P_std * n), n ~ N(0, 1), clipped (EDM sec. 5)."""
+    """Training noise levels: sigma = exp(P_mean + P_std * n), n ~ N(0, 1) (EDM Table 1), then
+    clamped to [sigma_min, sigma_max], the sampler's range. EDM does not clamp; this is diffnb's
+    choice (the course's starter code's), and with the defaults it moves about 2e-5 of draws."""
     gen_device = generator.device if generator is not None else device
     normal = torch.randn(n, generator=generator, device=gen_device)
     sigma = (P_mean + P_std * normal).exp().clamp(sigma_min, sigma_max)

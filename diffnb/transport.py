@@ -188,7 +188,8 @@ def unpack(folder: Path, root: Path, *, force: bool = False) -> dict[str, list[s
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as err:
-        raise TransportError(f"{mpath} is corrupt ({err}); fetch the command's files again")
+        raise TransportError(f"{mpath} is corrupt ({err}); fetch the command's files again") \
+            from err
     blobs = []
     for part in manifest["parts"]:
         path = folder / part["name"]

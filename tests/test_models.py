@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import config, conditioning, models, noise, sampling, training
+from diffnb import conditioning, config, models, noise, sampling, training
 from diffnb.config import ModelConfig, Preset, TrainConfig
 from diffnb.precond import Denoiser, coefficients
 
@@ -82,7 +82,8 @@ def test_quick_profile_changes_loop_sizes_only():
         assert q.model == p.model
         assert replace(q.train, epochs=p.train.epochs, epoch_images=None, valid_images=None) == p.train
         assert q.train.epochs < p.train.epochs
-    assert config.scaled(config.get_preset("class_3")).train.epochs == 2 * config.scaled(config.get_preset("class_1")).train.epochs
+    epochs = {n: config.scaled(config.get_preset(n)).train.epochs for n in ("class_1", "class_3")}
+    assert epochs["class_3"] == 2 * epochs["class_1"]
 
 
 def test_class_labels_include_zero_and_reject_out_of_range():

@@ -9,18 +9,45 @@ One module per concept, each importing only the ones above it:
   protocols   :func:`evaluate` with the ``report`` and ``standard`` protocols
   __main__    ``python -m diffnb.fid DIR DIR``
 """
-from diffnb.fid.distance import (METHODS, SMALL_SAMPLE, SmallSampleWarning, fid_from_features,
-                                 fid_from_statistics, frechet_distance, kid_from_features,
-                                 statistics, warn_small_sample)
-from diffnb.fid.network import (IMAGE_EXTENSIONS, check_model_space, default_batch_size,
-                                features, folder_features, image_files, inception,
-                                pytorch_fid_cli_score)
-from diffnb.fid.protocols import (PROTOCOLS, REPORT_REPEATS, class_counts, evaluate,
-                                  smallest_set)
-from diffnb.fid.reference import (heldout_features, heldout_fid, real_features, real_vs_real,
-                                  reference_statistics, stats_dir, subset_index)
-from diffnb.fid.weights import (DIMS, WEIGHTS_FILE, convert, layer_map, torchscript_path,
-                                weights_path)
+from diffnb.fid.distance import (
+                                 METHODS,
+                                 SMALL_SAMPLE,
+                                 SmallSampleWarning,
+                                 fid_from_features,
+                                 fid_from_statistics,
+                                 frechet_distance,
+                                 kid_from_features,
+                                 statistics,
+                                 warn_small_sample,
+)
+from diffnb.fid.network import (
+                                 IMAGE_EXTENSIONS,
+                                 check_model_space,
+                                 default_batch_size,
+                                 features,
+                                 folder_features,
+                                 image_files,
+                                 inception,
+                                 pytorch_fid_cli_score,
+)
+from diffnb.fid.protocols import PROTOCOLS, REPORT_REPEATS, class_counts, evaluate, smallest_set
+from diffnb.fid.reference import (
+                                 heldout_features,
+                                 heldout_fid,
+                                 real_features,
+                                 real_vs_real,
+                                 reference_statistics,
+                                 stats_dir,
+                                 subset_index,
+)
+from diffnb.fid.weights import (
+                                 DIMS,
+                                 WEIGHTS_FILE,
+                                 convert,
+                                 layer_map,
+                                 torchscript_path,
+                                 weights_path,
+)
 
 __all__ = ["DIMS", "IMAGE_EXTENSIONS", "METHODS", "PROTOCOLS", "REPORT_REPEATS", "SMALL_SAMPLE",
            "WEIGHTS_FILE", "SmallSampleWarning", "check_model_space", "class_counts", "convert",
