@@ -69,8 +69,8 @@ def deal(files: dict[str, Path], out: Path, *, budget: int, chunk: int = 8 * MIB
     in order, into ``out/carry1``, ``out/carry2``, ... of at most ``budget`` bytes each."""
     if budget < chunk:
         chunk = max(MIB, budget // 2)
-    if out.exists():
-        shutil.rmtree(out)
+    for old in out.glob("carry*"):  # earlier carries only: the sources may live beside them
+        shutil.rmtree(old)
     folders, size = [], budget
     entries = []
     for dest, src in files.items():
@@ -125,6 +125,24 @@ def receive(root: Path, *, carry_root: Path | None = None) -> dict[str, list[str
         atomic_write(target, data)
         done.append(dest)
     return {"placed": done, "waiting": waiting}
+
+
+def install_wheels(root: Path, target: Path, waiting: list[str]) -> str:
+    """``pip install`` the carried wheels into ``target`` once all of them have arrived."""
+    import subprocess
+
+    if any(w.startswith(".gpu/wheels/") for w in waiting):
+        return "wheels: waiting for the rest of them"
+    wheels = sorted((root / ".gpu" / "wheels").glob("*.whl"))
+    stamp = target / ".installed"
+    names = "\n".join(w.name for w in wheels)
+    if not wheels or (stamp.exists() and stamp.read_text() == names):
+        return f"wheels: {len(wheels)} in place"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                    "--no-compile", "--upgrade", "--target", str(target), *map(str, wheels)],
+                   check=True)
+    atomic_write(stamp, names)
+    return f"wheels: {len(wheels)} installed into {target.name}"
 
 
 # ---- coming back ---------------------------------------------------------------------------
@@ -235,7 +253,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m diffnb.transport", description=__doc__.split(
         "\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("receive", help="there: reassemble the carried files")
+    rc = sub.add_parser("receive", help="there: reassemble the carried files")
+    rc.add_argument("--wheels", default=None, help="install the carried wheels into this folder")
     pk = sub.add_parser("pack", help="there: pack the outputs into OUT")
     pk.add_argument("out")
     pk.add_argument("profile", choices=sorted(runtime.PROFILES))
@@ -249,6 +268,8 @@ def main(argv=None) -> None:
             r = receive(root)
             print(f"receive: {len(r['placed'])} files in place"
                   + "".join(f"\n  {w}" for w in r["waiting"]))
+            if args.wheels:
+                print("receive:", install_wheels(root, Path(args.wheels), r["waiting"]))
         elif args.cmd == "pack":
             for path in pack(root, Path(args.out), profile=runtime.PROFILES[args.profile]):
                 print(f"pack: {path.name} {path.stat().st_size / MIB:.2f} MiB")

@@ -105,3 +105,18 @@ def test_unpack_refuses_bad_or_missing_parts_and_keeps_newer_local_files(outputs
     assert "results/tiny/fid/a.json" in r["kept"] and "newer" in local.read_text()
     transport.unpack(tmp_path / "OUT", outputs_root, force=True)
     assert local.read_text() == '{"fid": 1.5}'
+
+
+def test_wheels_are_installed_only_once_all_have_arrived(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("subprocess.run", lambda cmd, check: calls.append(cmd))
+    wheels = tmp_path / ".gpu" / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"zip")
+    site = tmp_path / ".gpu" / "site"
+    said = transport.install_wheels(tmp_path, site, [".gpu/wheels/b-1.0-py3-none-any.whl: waits "
+                                                     "for carry2"])
+    assert "waiting" in said and calls == []
+    transport.install_wheels(tmp_path, site, [])
+    transport.install_wheels(tmp_path, site, [])               # the same set: not again
+    assert len(calls) == 1 and "--target" in calls[0] and str(site) in calls[0]

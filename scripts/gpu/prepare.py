@@ -25,9 +25,8 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 # One GPU command, <= 2,000 characters: reassemble what was carried, install the wheels once per
 # machine, run the queue until the deadline, pack what finished into $OUT.
 COMMAND = ("set -e; export PYTHONUNBUFFERED=1 DIFFNB_DATA_DIR=$PWD/.gpu/data "
-           "PYTHONPATH=$PWD/.gpu/site:$PWD; nvidia-smi -L; python3 -m diffnb.transport receive; "
-           "[ -f .gpu/site/.ok ] || {{ python3 -m pip install -q --no-index --no-deps "
-           "--no-compile --target .gpu/site .gpu/wheels/*.whl && touch .gpu/site/.ok; }}; "
+           "PYTHONPATH=$PWD/.gpu/site:$PWD; nvidia-smi -L; "
+           "python3 -m diffnb.transport receive --wheels .gpu/site; "
            "python3 -m diffnb.pipeline {profile} --deadline {deadline}{extra} || true; "
            "python3 -m diffnb.transport pack $OUT {profile}")
 
@@ -62,9 +61,9 @@ def data_files() -> dict[str, Path]:
 
 
 def carried(profile: runtime.Profile) -> dict[str, Path]:
-    files = data_files()
-    files[f".cache/fid/{fid.WEIGHTS_FILE}"] = fid.weights_path()
+    files = data_files()  # first: training starts in the first command
     files.update({f".gpu/wheels/{w.name}": w for w in wheels()})
+    files[f".cache/fid/{fid.WEIGHTS_FILE}"] = fid.weights_path()
     root = checkpoints.root()
     for half in sorted((root / profile.name).rglob("*.half.pt")):
         files[f"checkpoints/{half.relative_to(root).as_posix()}"] = half
