@@ -56,7 +56,7 @@ def _memo(name: str, key: dict, compute, profile: runtime.Profile):
 
 
 def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
-                     device=None) -> dict[str, list[float]]:
+                     device=None) -> dict[bool, list[float]]:
     """Per-step losses of the first epoch of ``preset_name``, zero-init on and off (slide 6)."""
     from diffnb import training
 
@@ -68,8 +68,9 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
                     replace(preset, model=replace(preset.model, zero_init=zero)), steps=steps,
                     device=device)
                 for zero in (True, False)}
-    return _memo("s06_zero_init_first_epoch", {"preset": config.run_key(preset), "steps": steps},
-                 compute, profile)
+    stored = _memo("s06_zero_init_first_epoch", {"preset": config.run_key(preset), "steps": steps},
+                   compute, profile)
+    return {key == "True": values for key, values in stored.items()}
 
 
 def floor_curve(*, profile: runtime.Profile, seed: int = SEED):
@@ -126,7 +127,7 @@ def run(name: str, ctx) -> dict:
         return class0_bug(ctx.trained("class_2"), profile=p, seed=ctx.seed)["fid"]
     if name == "zero_init":
         losses = zero_init_losses(profile=p, device=ctx.device)
-        return {k: sum(v) / len(v) for k, v in losses.items()}
+        return {f"zero_init={k}": sum(v) / len(v) for k, v in losses.items()}
     if name == "floor_curve":
         return {"fid": floor_curve(profile=p, seed=ctx.seed)["real_vs_real_fid"].tolist()}
     raise ValueError(f"unknown study {name!r}")
