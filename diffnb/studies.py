@@ -55,6 +55,27 @@ def _memo(name: str, key: dict, compute, profile: runtime.Profile):
     return value
 
 
+def first_losses(preset: config.Preset, *, steps: int, device=None, amp: bool | None = None) -> list[float]:
+    """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
+    import torch
+
+    from diffnb import data, training
+
+    dev = torch.device(device) if device is not None else runtime.device()
+    amp = runtime.default_amp(dev) if amp is None else amp
+    st = training.make_state(preset, dev)
+    step = training.TrainStep(st, preset, amp=amp)
+    train_split = data.train_valid_split()[0].to(dev)
+    gen = training.epoch_generator(preset, 0, dev)
+    losses = []
+    for y, labels in training.batches(train_split, preset, generator=gen,
+                                      class_conditional=st.denoiser.class_conditional):
+        losses.append(step(y, labels, gen).item())
+        if len(losses) == steps:
+            break
+    return losses
+
+
 def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
                      device=None) -> dict[bool, list[float]]:
     """Per-step losses of the first epoch of ``preset_name``, zero-init on and off (slide 6)."""
@@ -64,7 +85,7 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
     steps = training.steps_per_epoch(preset)
 
     def compute():
-        return {str(zero): training.first_losses(
+        return {str(zero): first_losses(
                     replace(preset, model=replace(preset.model, zero_init=zero)), steps=steps,
                     device=device)
                 for zero in (True, False)}

@@ -182,23 +182,6 @@ def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
     return running.item() / seen
 
 
-def first_losses(preset: Preset, *, steps: int, device=None, amp: bool | None = None) -> list[float]:
-    """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
-    dev = torch.device(device) if device is not None else runtime.device()
-    amp = runtime.default_amp(dev) if amp is None else amp
-    st = make_state(preset, dev)
-    step = TrainStep(st, preset, amp=amp)
-    train_split = data.train_valid_split()[0].to(dev)
-    gen = epoch_generator(preset, 0, dev)
-    losses = []
-    for y, labels in batches(train_split, preset, generator=gen,
-                             class_conditional=st.denoiser.class_conditional):
-        losses.append(step(y, labels, gen).item())
-        if len(losses) == steps:
-            break
-    return losses
-
-
 def checkpoint_dir(preset: Preset, profile: runtime.Profile | None = None) -> Path:
     return checkpoints.run_dir(preset, profile or runtime.profile())
 
