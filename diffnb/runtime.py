@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,17 +34,21 @@ class Profile:
     fid_standard_per_class: int  # "standard" protocol, per class
     fid_test_n: int | None       # "standard" protocol's reference: test images (None = all 10k)
     sampler_steps: int           # Euler steps of the report's sampler
+    floor_ns: tuple[int, ...] = ()           # n of the real-vs-real FID curve (notebook 05)
+    nfe_steps: dict = field(default_factory=dict)  # solver -> step counts (notebook 06)
 
 
 PROFILES = {
     "full": Profile(name="full", epochs_scale=1.0, epoch_images=None, valid_images=None,
                     grid_samples=64, per_class_samples=64, fid_report_per_class=64,
                     fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
-                    sampler_steps=50),
+                    sampler_steps=50, floor_ns=(16, 32, 64, 128, 256, 512, 1024, 2048, 5000),
+                    nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)}),
     "quick": Profile(name="quick", epochs_scale=0.16, epoch_images=256, valid_images=256,
                      grid_samples=16, per_class_samples=8, fid_report_per_class=8,
                      fid_standard_n=60, fid_standard_per_class=6, fid_test_n=500,
-                     sampler_steps=25),
+                     sampler_steps=25, floor_ns=(8, 16, 32, 64, 128),
+                     nfe_steps={"euler": (5, 25), "heun": (3, 13)}),
 }
 
 
