@@ -191,12 +191,14 @@ def floor_curve(curve, *, n_report: int = 64) -> Reading:
     return _sentences(first, second)
 
 
-def excess_ranking(per_class_table, *, n: int, top: int = 3) -> Reading:
+def excess_ranking(per_class_table, *, n: int, top: int = 3, report=None) -> Reading:
     """After the low-performing-classes printout. ``per_class_table``: slide 9's table, models
     first, the real-vs-real floor as its **last** row (``evaluation.slide9_table``).
 
     Which classes have the highest and lowest floors at this n, which lie furthest above their
-    floor on average over the models, and where T-shirt/top stands."""
+    floor on average over the models, and where T-shirt/top stands. ``report``: the report's own
+    per-class table (``evaluation.report_slide9_table``): then also how often T-shirt/top is the
+    report's worst class, and whether its floor here could explain that."""
     floor = per_class_table.iloc[-1].astype(float)
     excess = (per_class_table.iloc[:-1].astype(float) - floor).mean()
     by_floor = floor.sort_values(ascending=False)
@@ -216,6 +218,20 @@ def excess_ranking(per_class_table, *, n: int, top: int = 3) -> Reading:
         er = list(by_excess.index).index("T-shirt/top") + 1
         third = (f"T-shirt/top's floor ranks {fr} of {len(floor)} (1 = highest) and its excess "
                  f"over the floor {er} of {len(floor)} (1 = furthest above).")
+        if report is not None and "T-shirt/top" in report.columns:
+            worst = int((report.idxmax(axis=1) == "T-shirt/top").sum())
+            if worst == 0:
+                third += " In the report, T-shirt/top is not the worst class of any model."
+            else:
+                third += (f" In the report, T-shirt/top is the worst class in {worst} of "
+                          f"{len(report)} models; ")
+                if fr > top:
+                    third += (f"its floor here is not among the {top} highest, so the class's own "
+                              "variety does not explain that, and the `if target:` sampling bug "
+                              "(notebook 04) is the likely cause.")
+                else:
+                    third += (f"its floor here is among the {top} highest, so part of that is the "
+                              "class's own variety.")
     return _sentences(first, second, third)
 
 

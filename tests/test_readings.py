@@ -132,13 +132,17 @@ def test_per_class_counts_the_worst_and_best_class_of_each_row(seed):
     assert f"lowest for {floor.idxmin()} ({floor.min():.1f})" in text
 
 
-def test_per_class_on_the_reports_slide9_says_tshirt_is_worst_everywhere():
-    report = pd.DataFrame({   # slide 9 of the report
+def report_slide9() -> pd.DataFrame:
+    return pd.DataFrame({   # slide 9 of the report
         "Model 1": [133.04, 53.28, 80.15, 75.14, 82.55, 113.3, 86.5, 83.14, 120.5, 68.08],
         "Model 2": [137.15, 46.14, 83.54, 79.88, 91.1, 113.13, 80.36, 76.29, 106.8, 63.89],
         "Model 3": [135.52, 55.20, 90.01, 73.28, 78.87, 114.8, 91.26, 84.59, 104.88, 70.23],
         "Model 4": [143.98, 46.52, 86.13, 78.49, 87.51, 116.65, 85.5, 69.1, 102.39, 62.43]},
         index=CLASSES).T
+
+
+def test_per_class_on_the_reports_slide9_says_tshirt_is_worst_everywhere():
+    report = report_slide9()
     text = readings.per_class(report)
     assert "Worst class (red): T-shirt/top in 4 of 4 rows (133.0 to 144.0)." in text
     assert "Best class (green): Trouser in 4 of 4 rows (46.1 to 55.2)." in text
@@ -176,6 +180,21 @@ def test_excess_ranking_names_highest_floors_and_largest_excess(seed):
     fr = list(floor.sort_values(ascending=False).index).index("T-shirt/top") + 1
     er = list(excess.sort_values(ascending=False).index).index("T-shirt/top") + 1
     assert f"floor ranks {fr} of 10" in text and f"over the floor {er} of 10" in text
+    assert "In the report" not in text
+
+
+@pytest.mark.parametrize("tshirt_floor, explained", [(50.0, False), (500.0, True)])
+def test_excess_ranking_weighs_the_reports_tshirt_against_its_floor_here(tshirt_floor, explained):
+    t = per_class_table(0)
+    t.loc[t.index[-1], "T-shirt/top"] = tshirt_floor
+    report = report_slide9()
+    text = readings.excess_ranking(t, n=8, report=report)
+    assert "In the report, T-shirt/top is the worst class in 4 of 4 models" in text
+    assert ("is among the 3 highest" in text) == explained
+    assert ("not among the 3 highest" in text) == (not explained)
+    report["T-shirt/top"] = 0.0
+    text = readings.excess_ranking(t, n=8, report=report)
+    assert "T-shirt/top is not the worst class of any model" in text
 
 
 # ---- notebook 06 -------------------------------------------------------------------------------
