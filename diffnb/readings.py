@@ -70,9 +70,15 @@ def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Readi
     rose = [k for k, h in histories.items()
             if len(h["valid_loss"]) > 1 and h["valid_loss"][-1] >= h["valid_loss"][-2]]
     trend = ""
-    if fell or rose:
+    every = "every model" if len(histories) > 1 else _join(list(histories))
+    if fell and rose:
         trend = (f"In the last epoch the validation loss fell for {_join(fell)} and did not fall "
                  f"for {_join(rose)}.")
+    elif fell:
+        trend = f"In the last epoch the validation loss fell for {every}."
+    elif rose:
+        who = "any model" if len(histories) > 1 else _join(list(histories))
+        trend = f"In the last epoch the validation loss did not fall for {who}."
     return _sentences(first, trend,
                       "A dashed line far above its solid one means the model fits its training "
                       "images better than new ones; a line still falling at the right edge means "
@@ -205,8 +211,8 @@ def excess_ranking(per_class_table, *, n: int, top: int = 3, report=None) -> Rea
     high = [f"{c} ({_f(v)})" for c, v in by_floor.head(top).items()]
     low = [f"{c} ({_f(v)})" for c, v in by_floor.tail(2).iloc[::-1].items()]
     first = (f"At n = {n}, the real-vs-real floor is highest for {_join(high)} and lowest for "
-             f"{_join(low)}: for the high-floor classes a large part of any FID is sample-size "
-             "bias, not model failure.")
+             f"{_join(low)}: for the high-floor classes more of any FID is sample-size bias, not "
+             "model failure.")
     by_excess = excess.sort_values(ascending=False)
     m = len(per_class_table) - 1
     second = (f"Above the floor (mean over the {m} model{'s' if m != 1 else ''}), "

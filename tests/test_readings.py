@@ -48,7 +48,7 @@ def history(valid, train=None):
     return {"valid_loss": list(valid), "train_loss": list(train or valid)}
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(12))
 def test_loss_curves_lists_final_losses_lowest_first(seed):
     rng = np.random.default_rng(seed)
     hs = {f"m{i}": history(rng.uniform(0.2, 1.0, size=5)) for i in range(4)}
@@ -59,10 +59,26 @@ def test_loss_curves_lists_final_losses_lowest_first(seed):
     for part in listed.split(", "):
         name, value = part.split()
         assert float(value) == pytest.approx(hs[name]["valid_loss"][-1], abs=5e-4)
-    fell = re.search(r"fell for (.*?) and did not fall for (.*?)\.", text)
     expected_fell = [k for k, h in hs.items() if h["valid_loss"][-1] < h["valid_loss"][-2]]
-    assert set(re.split(r", | and ", fell.group(1))) - {"none"} == set(expected_fell)
-    assert set(re.split(r", | and ", fell.group(2))) - {"none"} == set(hs) - set(expected_fell)
+    if 0 < len(expected_fell) < len(hs):
+        fell = re.search(r"fell for (.*?) and did not fall for (.*?)\.", text)
+        assert set(re.split(r", | and ", fell.group(1))) == set(expected_fell)
+        assert set(re.split(r", | and ", fell.group(2))) == set(hs) - set(expected_fell)
+    elif expected_fell:
+        assert "the validation loss fell for every model." in text
+    else:
+        assert "the validation loss did not fall for any model." in text
+
+
+@pytest.mark.parametrize("valid, says", [([1.0, 0.5], "fell for a."), ([0.5, 0.7], "did not fall for a."),
+                                         ([0.5], None)])
+def test_loss_curves_of_one_model(valid, says):
+    text = readings.loss_curves({"a": history(valid)})
+    assert text.startswith(f"Final validation loss: a {valid[-1]:.3f}.")
+    if says:
+        assert text.count("In the last epoch") == 1 and says in text
+    else:
+        assert "In the last epoch" not in text
 
 
 @pytest.mark.parametrize("on_lower", [True, False])
