@@ -2,9 +2,15 @@
 
 Each PNG gets a JSON sidecar with its provenance (profile, device, seed, sample count), and its
 bytes are reproducible: no timestamp or software version is written into the file.
+
+What these helpers return shows cleanly as the last expression of a notebook cell: a saved figure
+as its path relative to the repository (:class:`SavedFigure`), a styled table as HTML with a plain
+text table beside it (:class:`StyledTable`), never an object repr or an absolute path.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -90,21 +96,44 @@ def array_png(array: np.ndarray, *, upscale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def _figure_path(slide: str, name: str, ext: str) -> Path:
+class SavedFigure(type(Path())):
+    """The path of a saved figure (a :class:`pathlib.Path`). Its repr is the path relative to the
+    repository, e.g. ``figures/quick/s03_noising.png``, so that a notebook cell ending on
+    ``plots.save_figure(...)`` shows where the figure went and nothing machine-specific; a GIF
+    also shows itself (``image/gif``)."""
+
+    def relative(self) -> str:
+        try:
+            return self.relative_to(runtime.project_root()).as_posix()
+        except ValueError:
+            return self.name
+
+    def __repr__(self) -> str:
+        return self.relative()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if self.suffix != ".gif" or not self.exists():
+            return None
+        return {"image/gif": base64.b64encode(self.read_bytes()).decode("ascii"),
+                "text/plain": self.relative()}
+
+
+def _figure_path(slide: str, name: str, ext: str) -> SavedFigure:
     """``figures[/quick]/<slide>_<name>.<ext>``, with the slide id and name checked."""
     if not SLIDE_ID.match(slide):
         raise ValueError(f"slide id {slide!r} must look like 's03' (slide number, two digits)")
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise ValueError(f"figure name {name!r} must be lowercase letters, digits and '_'")
-    return runtime.output_dir("figures") / f"{slide}_{name}.{ext}"
+    return SavedFigure(runtime.output_dir("figures") / f"{slide}_{name}.{ext}")
 
 
 def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
-                close: bool = False) -> Path:
+                close: bool = False) -> SavedFigure:
     """Save ``fig`` as ``figures[/quick]/<slide>_<name>.png`` with a ``.json`` provenance sidecar.
 
     ``slide`` is the report's slide id, e.g. ``"s03"``; full-profile figures go to ``figures/``,
     quick-profile ones to ``figures/quick/`` so that a quick run never overwrites a full one.
+    Returns the path (:class:`SavedFigure`: shown as the path relative to the repository).
     """
     path = _figure_path(slide, name, "png")
     tmp = path.with_suffix(".png.tmp")
@@ -124,8 +153,11 @@ def _sidecar(path: Path, provenance: dict | None) -> None:
 
 def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
                    provenance: dict | None = None, frame_ms: int = 80,
-                   upscale: int = 3) -> Path:
-    """Save [0, 1] grayscale frames as ``figures[/quick]/<slide>_<name>.gif`` (looping)."""
+                   upscale: int = 3) -> SavedFigure:
+    """Save [0, 1] grayscale frames as ``figures[/quick]/<slide>_<name>.gif`` (looping).
+
+    Returns the path (:class:`SavedFigure`); as the last expression of a notebook cell it shows
+    the animation itself."""
     from PIL import Image
 
     path = _figure_path(slide, name, "gif")
@@ -176,13 +208,33 @@ def _extremes(row) -> tuple[int, int]:
     return int(np.nanargmax(values)), int(np.nanargmin(values))
 
 
-def styled_extremes(df, *, fmt: str = "{:.1f}"):
+class StyledTable:
+    """A styled table for a notebook: HTML (the pandas Styler's) where HTML is shown, the table as
+    plain text elsewhere, never a ``<Styler at 0x...>`` repr. ``styler`` and ``data`` stay
+    available; the HTML's element ids derive from the data, so re-running changes nothing."""
+
+    def __init__(self, styler, data, *, fmt: str = "{:.1f}"):
+        self.styler, self.data, self.fmt = styler, data, fmt
+
+    def _repr_html_(self) -> str:
+        return self.styler.to_html()
+
+    def to_html(self) -> str:
+        return self.styler.to_html()
+
+    def __repr__(self) -> str:
+        return self.data.to_string(float_format=self.fmt.format)
+
+
+def styled_extremes(df, *, fmt: str = "{:.1f}") -> StyledTable:
     """Slide 9's style: per row, the worst (highest FID) red and the best green."""
     def colour(row):
         worst, best = _extremes(row)
         return ["color: red; font-weight: bold" if i == worst else
                 "color: green; font-weight: bold" if i == best else "" for i in range(len(row))]
-    return df.style.apply(colour, axis=1).format(fmt)
+    uuid = hashlib.sha1((df.to_csv() + fmt).encode()).hexdigest()[:10]
+    styler = df.style.set_uuid(uuid).apply(colour, axis=1).format(fmt)
+    return StyledTable(styler, df, fmt=fmt)
 
 
 def table_figure(df, *, title: str | None = None, highlight_rows=None, fmt: str = "{:.1f}"):

@@ -1,0 +1,282 @@
+"""diffnb.readings: every sentence names the winner, the ranking and the numbers of the data it is
+given. Each test checks a reading against an independent computation on the same data, on tables
+in more than one order and with more than one winner, so that a reading that ignores its data,
+or reads the wrong column or the wrong end of a ranking, fails."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffnb import readings
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot"]
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"(?<![\w.])[-+]?\d+(?:\.\d+)?", text)]
+
+
+def shuffled(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    return df.sample(frac=1, random_state=seed)
+
+
+# ---- the Reading type ------------------------------------------------------------------------
+
+def test_reading_is_a_markdown_string_with_a_clean_repr():
+    r = readings.md("**class_3** scores 12.5")
+    assert isinstance(r, str) and r == "**class_3** scores 12.5"
+    assert repr(r) == str(r) and r._repr_markdown_() == str(r)
+    formatter = pytest.importorskip("IPython.core.formatters").DisplayFormatter()
+    data, _ = formatter.format(r)
+    assert data == {"text/plain": str(r), "text/markdown": str(r)}
+
+
+def test_readings_imports_alone_without_torch():
+    code = ("import sys, diffnb.readings; "
+            "bad = [m for m in ('torch', 'matplotlib', 'diffnb.runtime') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- training ------------------------------------------------------------------------------
+
+def history(valid, train=None):
+    return {"valid_loss": list(valid), "train_loss": list(train or valid)}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_loss_curves_lists_final_losses_lowest_first(seed):
+    rng = np.random.default_rng(seed)
+    hs = {f"m{i}": history(rng.uniform(0.2, 1.0, size=5)) for i in range(4)}
+    text = readings.loss_curves(hs)
+    listed = re.search(r"lowest first: (.*?)\.(?: |$)", text).group(1)
+    names = [part.split()[0] for part in listed.split(", ")]
+    assert names == sorted(hs, key=lambda k: hs[k]["valid_loss"][-1])
+    for part in listed.split(", "):
+        name, value = part.split()
+        assert float(value) == pytest.approx(hs[name]["valid_loss"][-1], abs=5e-4)
+    expected_fell = [k for k, h in hs.items() if h["valid_loss"][-1] < h["valid_loss"][-2]]
+    if 0 < len(expected_fell) < len(hs):
+        fell = re.search(r"fell for (.*?) and did not fall for (.*?)\.", text)
+        assert set(re.split(r", | and ", fell.group(1))) == set(expected_fell)
+        assert set(re.split(r", | and ", fell.group(2))) == set(hs) - set(expected_fell)
+    elif expected_fell:
+        assert "the validation loss fell for every model." in text
+    else:
+        assert "the validation loss did not fall for any model." in text
+
+
+@pytest.mark.parametrize("valid, says", [([1.0, 0.5], "fell for a."), ([0.5, 0.7], "did not fall for a."),
+                                         ([0.5], None)])
+def test_loss_curves_of_one_model(valid, says):
+    text = readings.loss_curves({"a": history(valid)})
+    assert text.startswith(f"Final validation loss: a {valid[-1]:.3f}.")
+    if says:
+        assert text.count("In the last epoch") == 1 and says in text
+    else:
+        assert "In the last epoch" not in text
+
+
+@pytest.mark.parametrize("on_lower", [True, False])
+def test_zero_init_reports_both_runs_and_the_right_direction(on_lower):
+    low, high = [1.2, 1.0, 0.9, 0.8], [1.9, 9.0, 12.0, 20.0]
+    losses = {True: low, False: high} if on_lower else {True: high, False: low}
+    text = readings.zero_init(losses)
+    nums = numbers(text)
+    assert nums[:2] == pytest.approx([losses[True][0], losses[False][0]], abs=5e-4)
+    means = [np.mean(losses[True]), np.mean(losses[False])]
+    assert nums[3:5] == pytest.approx(means, abs=5e-4)
+    assert ("times lower" in text) == on_lower and ("higher on average" in text) == (not on_lower)
+
+
+# ---- FID tables --------------------------------------------------------------------------------
+
+def slide8_table(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    presets = ["base_1", "base_2", "condbn_1", "condbn_2", "class_1", "class_2", "class_3", "class_4"]
+    return pd.DataFrame({
+        "preset": presets, "model": presets,
+        "report FID (slide 8)": [127.18, 113.27, 113.73, 107.05, 89.56, 87.83, 89.88, 87.86],
+        "ours, report protocol": rng.uniform(50, 500, 8), "floor (report)": [229.0] * 4 + [169.3] * 4,
+        "ours, standard (pooled)": rng.uniform(20, 400, 8), "floor (standard)": [14.0] * 8,
+        "KID x1e3": rng.uniform(0, 400, 8), "n report": [8] * 8, "n standard": [60] * 8})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_slide8_names_the_lowest_fid_of_each_protocol(seed):
+    t = slide8_table(seed)
+    for table in (t, shuffled(t, seed)):
+        text = readings.slide8(table)
+        named = re.findall(r"\*\*(\w+)\*\*", text)
+        best_rep = t.loc[t["ours, report protocol"].idxmin(), "preset"]
+        best_std = t.loc[t["ours, standard (pooled)"].idxmin(), "preset"]
+        assert named == ([best_rep] if best_rep == best_std else [best_rep, best_std])
+        assert f"{t['ours, report protocol'].min():.1f}" in text
+        assert f"{t['ours, standard (pooled)'].min():.1f}" in text
+        gap = t["ours, standard (pooled)"] - t["floor (standard)"]
+        assert f"from {gap.min():.1f} ({t.loc[gap.idxmin(), 'preset']}) to {gap.max():.1f} " \
+               f"({t.loc[gap.idxmax(), 'preset']})" in text
+        rank = int(t["ours, report protocol"].rank(method="min")[5])      # class_2: the report's best
+        assert "class_2's (87.83, slide 8)" in text and f"ranks {rank} of 8" in text
+
+
+def per_class_table(seed: int, *, floor: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = {f"Model {i}": rng.uniform(40, 500, 10) for i in range(1, 5)}
+    if floor:
+        rows["real vs real (n=8)"] = rng.uniform(90, 230, 10)
+    return pd.DataFrame(rows, index=CLASSES).T
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_per_class_counts_the_worst_and_best_class_of_each_row(seed):
+    t = per_class_table(seed)
+    models = t.iloc[:-1]
+    text = readings.per_class(t, floor_row=t.index[-1])
+    worst_part = re.search(r"Worst class \(red\): (.*?)\. Best", text).group(1)
+    best_part = re.search(r"Best class \(green\): (.*?)\.(?: The|$)", text).group(1)
+    for part, picks in ((worst_part, models.idxmax(axis=1)), (best_part, models.idxmin(axis=1))):
+        found = dict(re.findall(r"([A-Za-z/ -]+?) in (\d) of 4 rows?", part))
+        found = {k.strip(" ,").removeprefix("and ").strip(): int(v) for k, v in found.items()}
+        assert found == picks.value_counts().to_dict()
+    floor = t.iloc[-1]
+    assert f"highest for {floor.idxmax()} ({floor.max():.1f})" in text
+    assert f"lowest for {floor.idxmin()} ({floor.min():.1f})" in text
+
+
+def report_slide9() -> pd.DataFrame:
+    return pd.DataFrame({   # slide 9 of the report
+        "Model 1": [133.04, 53.28, 80.15, 75.14, 82.55, 113.3, 86.5, 83.14, 120.5, 68.08],
+        "Model 2": [137.15, 46.14, 83.54, 79.88, 91.1, 113.13, 80.36, 76.29, 106.8, 63.89],
+        "Model 3": [135.52, 55.20, 90.01, 73.28, 78.87, 114.8, 91.26, 84.59, 104.88, 70.23],
+        "Model 4": [143.98, 46.52, 86.13, 78.49, 87.51, 116.65, 85.5, 69.1, 102.39, 62.43]},
+        index=CLASSES).T
+
+
+def test_per_class_on_the_reports_slide9_says_tshirt_is_worst_everywhere():
+    report = report_slide9()
+    text = readings.per_class(report)
+    assert "Worst class (red): T-shirt/top in 4 of 4 rows (133.0 to 144.0)." in text
+    assert "Best class (green): Trouser in 4 of 4 rows (46.1 to 55.2)." in text
+
+
+@pytest.mark.parametrize("n64, monotone", [(True, True), (False, True), (True, False)])
+def test_floor_curve_reads_the_value_at_the_reports_n(n64, monotone):
+    ns = [8, 16, 32, 64, 128] if n64 else [8, 16, 32, 128]
+    values = [230.0, 176.0, 136.0, 102.8, 76.2][:len(ns)] if n64 else [230.0, 176.0, 136.0, 76.2]
+    if not monotone:
+        values[2] = 300.0
+    curve = pd.DataFrame({"n": ns, "real_vs_real_fid": values}).iloc[::-1]   # any order
+    text = readings.floor_curve(curve)
+    assert text.startswith(f"Two sets of real images score {values[0]:.1f} at n = {ns[0]} and "
+                           f"{values[-1]:.1f} at n = {ns[-1]}")
+    assert ("falls at every step" in text) == monotone
+    if n64:
+        assert "At the report's n = 64 it is 102.8" in text
+    else:
+        assert "n = 64 (the report's) was not measured" in text
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_excess_ranking_names_highest_floors_and_largest_excess(seed):
+    t = per_class_table(seed)
+    text = readings.excess_ranking(t, n=8)
+    floor = t.iloc[-1]
+    top3 = list(floor.sort_values(ascending=False).index[:3])
+    listed = re.search(r"highest for (.*?) and lowest for", text).group(1)
+    positions = [listed.index(c + " (") for c in top3]
+    assert positions == sorted(positions)
+    excess = (t.iloc[:-1] - floor).mean()
+    assert f"{excess.idxmax()} is furthest ({excess.max():.1f})" in text
+    assert f"{excess.idxmin()} closest ({excess.min():.1f})" in text
+    fr = list(floor.sort_values(ascending=False).index).index("T-shirt/top") + 1
+    er = list(excess.sort_values(ascending=False).index).index("T-shirt/top") + 1
+    assert f"floor ranks {fr} of 10" in text and f"over the floor {er} of 10" in text
+    assert "In the report" not in text
+
+
+@pytest.mark.parametrize("tshirt_floor, explained", [(50.0, False), (500.0, True)])
+def test_excess_ranking_weighs_the_reports_tshirt_against_its_floor_here(tshirt_floor, explained):
+    t = per_class_table(0)
+    t.loc[t.index[-1], "T-shirt/top"] = tshirt_floor
+    report = report_slide9()
+    text = readings.excess_ranking(t, n=8, report=report)
+    assert "In the report, T-shirt/top is the worst class in 4 of 4 models" in text
+    assert ("is among the 3 highest" in text) == explained
+    assert ("not among the 3 highest" in text) == (not explained)
+    report["T-shirt/top"] = 0.0
+    text = readings.excess_ranking(t, n=8, report=report)
+    assert "T-shirt/top is not the worst class of any model" in text
+
+
+# ---- notebook 06 -------------------------------------------------------------------------------
+
+def ablation_table(fids):
+    return pd.DataFrame({"change": [f"change {i}" for i in range(len(fids))], "FID": fids,
+                         "floor": [94.44] * len(fids), "n": [60] * len(fids)})
+
+
+def test_ablation_names_the_lowest_row_and_says_whether_it_is_the_last():
+    text = readings.ablation(ablation_table([363.2, 402.0, 354.4, 377.3]))
+    assert "Lowest FID: **change 2** (354.4, row 3 of 4)" in text
+    assert "The last row (change 3) scores 377.3" in text and "not the best row" in text
+    assert "down with change 2 (-47.6)" in text
+    assert "up with change 1 (+38.8) and change 3 (+22.9)" in text
+    text = readings.ablation(ablation_table([363.2, 402.0, 354.4, 300.0]))
+    assert "Lowest FID: **change 3**" in text and "It is also the last row" in text
+    assert "n = 60" in text and "94.4" in text
+
+
+def nfe_table(points):
+    return pd.DataFrame(points, columns=["solver", "steps", "NFE", "FID"])
+
+
+def test_nfe_says_which_solver_wins_at_each_nfe():
+    quick = nfe_table([("euler", 5, 5, 442.08), ("euler", 25, 25, 394.68),
+                       ("heun", 3, 5, 450.13), ("heun", 13, 25, 385.83)])
+    text = readings.nfe(quick)
+    assert "at NFE 5, euler (euler 442.1, heun 450.1)" in text
+    assert "at NFE 25, heun (euler 394.7, heun 385.8)" in text
+    assert text.endswith("Lowest FID overall: heun, 13 steps (NFE 25), 385.8.")
+    text = readings.nfe(quick.iloc[::-1])
+    assert "at NFE 5, euler" in text and "at NFE 25, heun" in text
+
+
+def test_nfe_pairs_the_full_profiles_neighbouring_step_counts():
+    euler = [("euler", k, k, 100 / k) for k in (10, 18, 35, 50, 100)]
+    heun = [("heun", k, 2 * k - 1, 57 / k) for k in (6, 10, 18, 26, 50)]
+    text = readings.nfe(nfe_table(euler + heun))
+    for e, h in ((10, 11), (18, 19), (50, 51)):
+        assert f"at NFE {e} vs {h}, " in text
+    assert "at NFE 35, " in text and "at NFE 99 vs 100, " in text
+    wins = re.findall(r"at NFE [\d vs]+, (\w+) \(", text)
+    assert wins == ["euler" if e[3] < h[3] else "heun" for e, h in zip(euler, heun)]
+    best = min(euler + heun, key=lambda p: p[3])
+    assert f"Lowest FID overall: {best[0]}, {best[1]} steps (NFE {best[2]})" in text
+
+
+def test_nfe_without_comparable_points_says_so():
+    text = readings.nfe(nfe_table([("euler", 5, 5, 400.0), ("heun", 13, 25, 380.0)]))
+    assert text.startswith("No two solvers were run at about the same number")
+    text = readings.nfe(nfe_table([("euler", 5, 5, 400.0), ("heun", 3, 5, 400.0)]))
+    assert "at NFE 5, a tie" in text
+
+
+def test_versus_report_counts_the_classes_below_the_reports():
+    report = dict(zip(CLASSES, [137.15, 46.14, 83.54, 79.88, 91.1, 113.13, 80.36, 76.29, 106.8, 63.89]))
+    ours = {c: v + (10 if i % 3 else -10) for i, (c, v) in enumerate(report.items())}
+    floor = {c: 40.0 + i for i, c in enumerate(CLASSES)}
+    t = pd.DataFrame({"report": report, "ours": ours, "floor": floor}).T
+    text = readings.versus_report(t, ours="ours", report="report", floor_row="floor", n_ours=64)
+    lower = [c for c in CLASSES if ours[c] < report[c]]
+    assert f"in {len(lower)} of 10 classes ({', '.join(lower[:-1])} and {lower[-1]})" in text
+    excess = pd.Series(ours) - pd.Series(floor)
+    assert f"furthest for {excess.idxmax()} ({excess.max():.1f})" in text
+    assert f"closest for {excess.idxmin()} ({excess.min():.1f})" in text
+    assert "n = 64 per class, ours" not in text
+    text = readings.versus_report(t, ours="ours", report="report", floor_row="floor", n_ours=8)
+    assert "ours and the floor at n = 8" in text
