@@ -1,4 +1,4 @@
-"""Fashion-MNIST, offline first, with the report's preprocessing (slide 3, REFERENCE section 3).
+"""Fashion-MNIST (Xiao et al. 2017), offline first, with the course starter code's preprocessing (slide 3).
 
 Sources, in order: the folder named by ``DIFFNB_DATA_DIR``, Debian's package
 ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), then torchvision's download

@@ -38,11 +38,18 @@ def execute(path: Path, *, profile: runtime.Profile, timeout: int = 3600) -> tup
     import nbformat
     from nbclient import NotebookClient
 
-    os.environ[runtime.PROFILE_ENV] = profile.name  # the kernel inherits it
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    previous = os.environ.get(runtime.PROFILE_ENV)
+    os.environ[runtime.PROFILE_ENV] = profile.name  # the kernel inherits it
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if previous is None:
+            os.environ.pop(runtime.PROFILE_ENV, None)
+        else:
+            os.environ[runtime.PROFILE_ENV] = previous
     seconds = time.perf_counter() - start
     nb.metadata["diffnb"] = {"profile": profile.name, "device": runtime.device_name()}
     out = destination(path, profile)

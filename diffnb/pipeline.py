@@ -201,9 +201,22 @@ def calibration(state: dict, device_name: str) -> float:
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
         device=None, seed: int = 0, compile: bool | str = False) -> dict:
     """Run the pending stages of ``profile`` until done or ``deadline_s`` from now."""
+
+    previous = os.environ.get(runtime.PROFILE_ENV)
+    os.environ[runtime.PROFILE_ENV] = profile.name  # the run starts here: one profile for all
+    try:
+        return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
+                    compile=compile)
+    finally:
+        if previous is None:
+            os.environ.pop(runtime.PROFILE_ENV, None)
+        else:
+            os.environ[runtime.PROFILE_ENV] = previous
+
+
+def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -> dict:
     import fnmatch
 
-    os.environ[runtime.PROFILE_ENV] = profile.name  # the run starts here: one profile for all
     ctx = Context(profile, torch.device(device) if device else runtime.device(), seed=seed,
                   compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
