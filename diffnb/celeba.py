@@ -36,6 +36,7 @@ import torch
 
 from diffnb import runtime
 from diffnb.data import DATA_ENV, DataNotFoundError
+from diffnb.results import atomic_path
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 DEFAULT_ATTRIBUTES = ("Smiling", "Male", "Eyeglasses")
@@ -215,9 +216,8 @@ def load(split: str = "train", *, folder: str | os.PathLike | None = None,
     if blob is None or blob.get("format") != CACHE_FORMAT:
         blob = _build(root, split, size=size, crop=crop, max_missing=max_missing,
                       progress=progress)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)  # atomic: an interrupted write leaves no half cache behind
+        with atomic_path(path) as tmp:  # an interrupted write leaves no half cache behind
+            torch.save(blob, tmp)
     unknown = [a for a in attributes if a not in blob["attribute_names"]]
     if unknown:
         raise ValueError(f"unknown CelebA attribute(s) {unknown}; known: {blob['attribute_names']}")

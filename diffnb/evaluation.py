@@ -40,7 +40,7 @@ class SamplerSpec:
         return text + (f", guidance {s.guidance:g}" if s.guidance != 1.0 else "")
 
 
-class Generator:
+class SampleSource:
     """``generate(labels, n, seed)`` for :func:`fid.evaluate`, with per-sample seeds.
 
     Samples are memoised by (class, seed): the protocols draw class c with seed ``seed + c``, and
@@ -130,7 +130,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
         else:
             if stamped == want and all(old.get(k) == v for k, v in want.items()):
                 return old
-    gen = Generator(den, spec)
+    gen = SampleSource(den, spec)
     t0 = time.perf_counter()
     out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
            "sampler_label": spec.label, "epochs": preset.train.epochs,

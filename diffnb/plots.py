@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from diffnb import runtime
+from diffnb.results import atomic_write
 
 SLIDE_ID = re.compile(r"^s\d{2}$")
 
@@ -136,9 +137,7 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
     Returns the path (:class:`SavedFigure`: shown as the path relative to the repository).
     """
     path = _figure_path(slide, name, "png")
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(png_bytes(fig))
-    tmp.replace(path)
+    atomic_write(path, png_bytes(fig))
     _sidecar(path, provenance)
     if close:
         plt.close(fig)
@@ -148,7 +147,7 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
 def _sidecar(path: Path, provenance: dict | None) -> None:
     meta = {"figure": path.name, "profile": runtime.profile().name,
             "device": runtime.device_name(), **(provenance or {})}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
@@ -163,10 +162,10 @@ def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
     path = _figure_path(slide, name, "gif")
     images = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8)
                               .repeat(upscale, 0).repeat(upscale, 1)) for f in frames]
-    tmp = path.with_suffix(".gif.tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                    duration=frame_ms, loop=0)
-    tmp.replace(path)
+    atomic_write(path, buf.getvalue())
     _sidecar(path, provenance)
     return path
 

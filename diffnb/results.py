@@ -63,27 +63,3 @@ def save_table(df, name: str, *, meta: dict | None = None,
                   json.dumps(provenance(table=name, rows=len(df), **(meta or {})),
                              indent=2, sort_keys=True, default=str) + "\n")
     return base.with_suffix(".csv")
-
-
-def load_table(name: str):
-    import pandas as pd
-
-    path = runtime.output_dir("results") / f"{name}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist yet: run the notebook or command that "
-                                "writes it first")
-    return pd.read_csv(path)
-
-
-def save_json(obj: dict, name: str) -> Path:
-    path = runtime.output_dir("results") / f"{name}.json"
-    atomic_write(path, json.dumps({**provenance(), **obj}, indent=2, sort_keys=True,
-                                   default=str) + "\n")
-    return path
-
-
-def load_json(name: str) -> dict:
-    path = runtime.output_dir("results") / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist yet: run what writes it first")
-    return json.loads(path.read_text())

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
 
 
 def test_generator_reuses_samples_as_prefixes(random_class_model):
-    gen = evaluation.Generator(random_class_model, evaluation.SamplerSpec(steps=3))
+    gen = evaluation.SampleSource(random_class_model, evaluation.SamplerSpec(steps=3))
     labels = torch.full((3,), 4)
     a = gen(labels, 3, seed=7)
     b = gen(torch.full((5,), 4), 5, seed=7)
