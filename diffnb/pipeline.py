@@ -35,8 +35,8 @@ from diffnb.results import atomic_write
 TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
                 ("base_2",), ("base_1",))
 # Effective throughput assumed before anything was measured (TFLOP/s): bf16 convolutions and
-# fp32 Inception (TF32 off) on an H100/H200-class card; this project's 2-core CPU, measured.
-ASSUMED_TFLOPS = {"cuda": {"bf16": 250.0, "fp32": 40.0}, "cpu": {"bf16": 0.7, "fp32": 0.09}}
+# fp32 Inception (TF32 off) on an H100/H200-class card; a 2-core AVX2 CPU (training in fp32).
+ASSUMED_TFLOPS = {"cuda": {"bf16": 250.0, "fp32": 40.0}, "cpu": {"bf16": 0.12, "fp32": 0.09}}
 
 
 class Unfinished(Exception):
