@@ -252,10 +252,13 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
 
 
 def _bar(preset: Preset, epoch: int, progress: bool):
-    """One progress bar per run, counting epochs (reads correctly in a saved notebook)."""
-    if not progress:
+    """One progress bar per run, counting epochs, on a terminal only: in a notebook (where a
+    saved bar freezes at its first state) the cell prints the run's summary from its history."""
+    import sys
+
+    if not progress or not sys.stderr.isatty():
         return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=preset.train.epochs, initial=epoch, desc=f"training {preset.name}",
                 unit="epoch", mininterval=1.0)

@@ -32,6 +32,22 @@ class SmallSampleWarning(UserWarning):
     """FID from fewer than 2048 images per set: biased upward, compare only at equal n."""
 
 
+_formatwarning = warnings.formatwarning
+
+
+def _format_small_sample(message, category, filename, lineno, line=None):
+    """SmallSampleWarning as ``<where>:<line>: SmallSampleWarning: ...`` with no absolute path:
+    a notebook cell (a temporary file of the kernel) is ``cell``, a module its file name, so a
+    saved notebook shows no machine's paths and the same text on every run."""
+    if not issubclass(category, SmallSampleWarning):
+        return _formatwarning(message, category, filename, lineno, line)
+    where = "cell" if "ipykernel_" in str(filename) else str(filename).rsplit("/", 1)[-1]
+    return f"{where}:{lineno}: {category.__name__}: {message}\n"
+
+
+warnings.formatwarning = _format_small_sample
+
+
 def warn_small_sample(n: int, *, what: str, stacklevel: int) -> None:
     """A :class:`SmallSampleWarning` when n < 2048; ``stacklevel`` as ``warnings.warn``'s, seen
     from the function that calls this one (1: its own line, 2: its caller's)."""

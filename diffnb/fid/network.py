@@ -135,9 +135,12 @@ def _unit_features(batches, *, total: int, dev: torch.device, progress: bool) ->
 
 
 def _progress(total: int):
-    from tqdm.auto import tqdm
+    """A bar on a terminal only (a notebook saves a bar frozen at its first state)."""
+    import sys
 
-    return tqdm(total=total, desc="Inception features", unit="img")
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="Inception features", unit="img", disable=not sys.stderr.isatty())
 
 
 def features(images: torch.Tensor, *, batch_size: int | None = None, device=None,
