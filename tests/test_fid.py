@@ -420,3 +420,15 @@ def test_cli_needs_two_folders(capsys):
     assert "two folders" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["a", "b", "--preset", "class_1"])  # scoring a preset: diffnb.evaluation
+
+
+def test_small_sample_warning_shows_no_absolute_path():
+    """Saved notebooks show the warning as cell:<line>, the same on every run, no kernel path."""
+    import warnings as w
+
+    text = w.formatwarning("n=8", fid.SmallSampleWarning, "/tmp/ipykernel_123/456.py", 3)
+    assert text == "cell:3: SmallSampleWarning: n=8\n"
+    text = w.formatwarning("n=8", fid.SmallSampleWarning, "/work/x/diffnb/evaluation.py", 7)
+    assert text.startswith("evaluation.py:7: SmallSampleWarning")
+    other = w.formatwarning("m", UserWarning, "/a/b/c.py", 1)
+    assert "/a/b/c.py" in other                       # other warnings keep Python's format
