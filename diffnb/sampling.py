@@ -71,12 +71,12 @@ def nfe(steps: int, solver: str) -> int:
     return steps if solver == "euler" else 2 * steps - 1
 
 
-@torch.no_grad()
 def default_batch_size(device) -> int:
     """64 on a CPU (faster than 256 there), 2,048 on CUDA (a 32x32 step is launch-bound)."""
     return 2048 if torch.device(device).type == "cuda" else 64
 
 
+@torch.no_grad()
 def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int = noise.NUM_STEPS,
            solver: str = "euler", guidance: float = 1.0, sigma_min: float = noise.SIGMA_MIN,
            sigma_max: float = noise.SIGMA_MAX, rho: float = noise.RHO, batch_size: int | None = None,

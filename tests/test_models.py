@@ -363,3 +363,12 @@ def test_cond_norm_wraps_a_norm_without_affine_parameters():
     assert conditioning.CondNorm2d(nn.BatchNorm2d(8, affine=False), 6).gamma.out_features == 8
     with pytest.raises(ValueError, match="without affine"):
         conditioning.CondNorm2d(nn.BatchNorm2d(8), 6)
+
+
+def test_sampling_builds_no_autograd_graph():
+    """Sampling is inference: no graph is kept alive through the solver's steps (memory)."""
+    den = denoiser("class")
+    for p in den.parameters():
+        p.requires_grad_(True)
+    x = sampling.sample(den, seeds=[0, 1], labels=3, steps=3, amp=False)
+    assert not x.requires_grad and x.grad_fn is None
