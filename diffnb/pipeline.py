@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -202,16 +201,9 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
         device=None, seed: int = 0, compile: bool | str = False) -> dict:
     """Run the pending stages of ``profile`` until done or ``deadline_s`` from now."""
 
-    previous = os.environ.get(runtime.PROFILE_ENV)
-    os.environ[runtime.PROFILE_ENV] = profile.name  # the run starts here: one profile for all
-    try:
+    with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
                     compile=compile)
-    finally:
-        if previous is None:
-            os.environ.pop(runtime.PROFILE_ENV, None)
-        else:
-            os.environ[runtime.PROFILE_ENV] = previous
 
 
 def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -> dict:
@@ -294,14 +286,14 @@ def main(argv=None) -> None:
     if args.deadline is not None and args.deadline <= 0:
         p.error("--deadline must be a positive number of seconds")
     profile = runtime.PROFILES[args.profile] if args.profile else runtime.profile()
-    os.environ[runtime.PROFILE_ENV] = profile.name  # the run starts here: one profile for all
-    runtime.banner()
-    if args.list:
-        print(describe(profile, torch.device(args.device) if args.device else runtime.device()))
-        return
-    compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
-    run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
-        compile=compile_mode)
+    with runtime.using_profile(profile):
+        runtime.banner()
+        if args.list:
+            print(describe(profile, torch.device(args.device) if args.device else runtime.device()))
+            return
+        compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
+        run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
+            compile=compile_mode)
 
 
 if __name__ == "__main__":

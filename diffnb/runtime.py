@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -118,6 +119,21 @@ def profile() -> Profile:
 
 
 _read_profile = profile  # for functions whose ``profile`` argument hides the function
+
+
+@contextmanager
+def using_profile(p: Profile):
+    """``DIFFNB_PROFILE`` set to ``p`` inside (a run's start: kernels and subprocesses inherit
+    it), and restored after, so a run never changes the profile of the process that called it."""
+    previous = os.environ.get(PROFILE_ENV)
+    os.environ[PROFILE_ENV] = p.name
+    try:
+        yield p
+    finally:
+        if previous is None:
+            os.environ.pop(PROFILE_ENV, None)
+        else:
+            os.environ[PROFILE_ENV] = previous
 
 
 def seed_everything(seed: int) -> torch.Generator:
