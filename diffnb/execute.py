@@ -33,23 +33,14 @@ def destination(path: Path, profile: runtime.Profile) -> Path:
 
 def execute(path: Path, *, profile: runtime.Profile, timeout: int = 3600) -> tuple[Path, float]:
     """Execute one notebook in ``profile``; returns where it was written and the seconds."""
-    import os
-
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    previous = os.environ.get(runtime.PROFILE_ENV)
-    os.environ[runtime.PROFILE_ENV] = profile.name  # the kernel inherits it
-    try:
+    with runtime.using_profile(profile):  # the kernel inherits it
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if previous is None:
-            os.environ.pop(runtime.PROFILE_ENV, None)
-        else:
-            os.environ[runtime.PROFILE_ENV] = previous
     seconds = time.perf_counter() - start
     nb.metadata["diffnb"] = {"profile": profile.name, "device": runtime.device_name()}
     out = destination(path, profile)
