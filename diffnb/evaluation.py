@@ -219,11 +219,13 @@ class Change:
 
 
 @contextmanager
-def _one_warning(what: str, profile: runtime.Profile | None):
-    """A study that scores many times warns once (at the study's caller), then stays quiet."""
+def one_warning(what: str, profile: runtime.Profile | None, *, at_caller: bool = True):
+    """Scoring many times warns once, then is quiet. The warning points at the function that
+    holds the ``with`` (``at_caller=False``: a notebook cell) or at its caller (a study)."""
     p = profile or runtime.profile()
     fid.warn_small_sample(p.fid_standard_per_class * data.NUM_CLASSES, what=f"{what} (profile "
-                          f"{p.name}, standard protocol n={p.fid_standard_n})", stacklevel=4)
+                          f"{p.name}, standard protocol n={p.fid_standard_n})",
+                          stacklevel=4 if at_caller else 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fid.SmallSampleWarning)
         yield
@@ -233,7 +235,7 @@ def ablation(changes: list[Change], trained: dict[str, training.Trained], *, see
              name: str = "ablation", profile: runtime.Profile | None = None) -> pd.DataFrame:
     """Score each change with the standard protocol; one row per change, with provenance."""
     rows = []
-    with _one_warning(f"{name} of {len(changes)} changes", profile):
+    with one_warning(f"{name} of {len(changes)} changes", profile):
         scores = [score(trained[c.preset], spec=c.spec, seed=seed, protocols=("standard",),
                         tag=f"__{name}{i}", profile=profile) for i, c in enumerate(changes)]
     for change, s in zip(changes, scores):
@@ -250,7 +252,7 @@ def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: i
               guidance: float = 1.0, profile: runtime.Profile | None = None) -> pd.DataFrame:
     """Standard-protocol FID against network evaluations, per solver."""
     rows = []
-    with _one_warning(f"FID vs NFE of {trained.preset.name}", profile):
+    with one_warning(f"FID vs NFE of {trained.preset.name}", profile):
         for solver, counts in steps.items():
             for k in counts:
                 spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
