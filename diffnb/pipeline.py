@@ -225,14 +225,13 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -
             continue
         prior = prior_seconds(stage, profile, ctx.device)
         expect = prior * calibration(state, name) if stage.kind != "train" else 0.0
-        if deadline_s is not None and expect > deadline_s:
-            print(f"pipeline: {stage.name} needs ~{expect:.0f} s, more than a whole command "
-                  f"(--deadline {deadline_s:g}); give a longer deadline. Nothing was lost.")
-            break
-        if (ran_here or expect > 0) and expect > ctx.left():
+        if ran_here and expect > ctx.left():
             print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
                   "left); run the same command again to go on.")
             break
+        if deadline_s is not None and expect > deadline_s:
+            print(f"pipeline: {stage.name} is estimated at ~{expect:.0f} s, more than a whole "
+                  f"command (--deadline {deadline_s:g}); running it first in this one anyway.")
         print(f"pipeline: {stage.name} ...", flush=True)
         t0 = time.perf_counter()
         try:
