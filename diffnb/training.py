@@ -19,8 +19,8 @@ import torch
 
 from diffnb import checkpoints, config, data, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
-from diffnb.conditioning import null_like
 from diffnb.config import Preset
+from diffnb.epochs import batches, drop_labels, epoch_generator  # noqa: F401
 from diffnb.precond import Denoiser
 from diffnb.schedules import ema_decay, ema_update, lr_factor, steps_per_epoch  # noqa: F401
 
@@ -64,32 +64,6 @@ def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = Non
     net = models.build(preset.model)
     sd = data.sigma_data() if sigma_data is None else sigma_data
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
-
-
-def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Classifier-free guidance training: each label becomes the null class with probability p."""
-    if p <= 0:
-        return labels
-    drop = torch.rand(labels.shape[:1], generator=generator, device=generator.device) < p
-    drop = drop.to(labels.device).reshape(drop.shape + (1,) * (labels.ndim - drop.ndim))
-    return torch.where(drop, null_like(labels), labels)
-
-
-def epoch_generator(preset: Preset, epoch: int, device) -> torch.Generator:
-    return torch.Generator(device).manual_seed(preset.train.seed * 100_003 + epoch)
-
-
-def batches(split: data.Images, preset: Preset, *, generator: torch.Generator,
-            class_conditional: bool):
-    """One epoch: ``steps_per_epoch`` batches (y in model space, channels_last; labels with
-    label dropout applied, or None for a model without classes), drawn with ``generator``."""
-    bs = preset.train.batch_size
-    perm = torch.randperm(len(split), generator=generator, device=split.images.device)
-    for i in range(steps_per_epoch(preset)):
-        y, labels = data.sample_batch(split, perm[i * bs:(i + 1) * bs])
-        labels = (drop_labels(labels, p=preset.train.label_dropout, generator=generator)
-                  if class_conditional else None)
-        yield y.contiguous(memory_format=torch.channels_last), labels
 
 
 def make_state(preset: Preset, device) -> TrainState:
