@@ -25,6 +25,30 @@ class PlainBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
+class PlainSyncBatchNorm2d(nn.SyncBatchNorm):
+    """PlainBatchNorm2d over several processes (CUDA): statistics of the whole global batch."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of ``module`` replaced in place by a SyncBatchNorm holding the same
+    parameters and buffers (as torch's ``SyncBatchNorm.convert_sync_batchnorm``, which would turn
+    PlainBatchNorm2d into a layer that no longer takes the embedding); state_dict keys unchanged."""
+    for name, child in module.named_children():
+        if not isinstance(child, nn.BatchNorm2d):
+            sync_batchnorm(child)
+            continue
+        kind = PlainSyncBatchNorm2d if isinstance(child, PlainBatchNorm2d) else nn.SyncBatchNorm
+        sync = kind(child.num_features, child.eps, child.momentum, child.affine,
+                    child.track_running_stats)
+        for key, value in [*child.named_parameters(recurse=False), *child.named_buffers(recurse=False)]:
+            setattr(sync, key, value)
+        setattr(module, name, sync.train(child.training))
+    return module
+
+
 class ResBlock(nn.Module):
     """Pre-activation residual block: (norm -> ReLU -> conv3x3) twice, identity skip."""
 

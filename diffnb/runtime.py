@@ -66,18 +66,31 @@ PROFILES["full-b32"] = replace(PROFILES["full"], name="full-b32", train_batch=No
 
 
 def device() -> torch.device:
-    """The one device of a run: ``DIFFNB_DEVICE`` if set, else cuda, then mps, then cpu."""
+    """The one device of a run: ``DIFFNB_DEVICE`` if set, else cuda, then mps, then cpu. Under
+    torchrun (``LOCAL_RANK`` set) CUDA means this process's GPU, ``cuda:LOCAL_RANK``."""
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
-        return _device_from_env(name)
+        return _local_gpu(_device_from_env(name))
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return _local_gpu(torch.device("cuda"))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
 
 DEVICE_CHOICES = "cpu, cuda, cuda:N (N = a GPU index) or mps"
+
+
+def _local_gpu(dev: torch.device) -> torch.device:
+    """``cuda`` without an index under torchrun: the GPU of this process's ``LOCAL_RANK``."""
+    local = os.environ.get("LOCAL_RANK", "").strip()
+    if dev.type != "cuda" or dev.index is not None or not local:
+        return dev
+    if not local.isdigit() or int(local) >= torch.cuda.device_count():
+        raise ValueError(f"LOCAL_RANK={local!r} but this machine has {torch.cuda.device_count()} "
+                         "CUDA device(s): start at most that many processes per machine "
+                         "(torchrun --nproc_per_node).")
+    return torch.device("cuda", int(local))
 
 
 def _device_from_env(name: str) -> torch.device:

@@ -4,6 +4,9 @@ automatic resume, and a deadline (the GPU run queue's commands are cut by time).
 
 Every epoch draws its batches, noise levels and noise from a generator seeded by
 (seed, epoch), so a run resumed after an interruption is identical to one that never stopped.
+Under torchrun (diffnb.distributed, ``python -m diffnb.train``) every process draws the same
+global batches and trains on its shard; rank 0 writes the checkpoints, which do not depend on the
+number of processes.
 No step waits for the GPU: the loss is read back every ``CHECK_EVERY`` steps (NaN check,
 deadline projection, progress) and the labels come from the validated data set.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from diffnb import checkpoints, config, data, models, runtime
+from diffnb import checkpoints, config, data, distributed, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.config import Preset
 from diffnb.epochs import batches, drop_labels, epoch_generator  # noqa: F401
@@ -80,11 +83,15 @@ class TrainStep:
 
     The noise level and the noise are drawn outside the network call, so ``compile`` can hand
     the network's forward and backward to ``torch.compile`` (``"reduce-overhead"`` adds CUDA
-    graphs; the learning rate stays a Python float set by the scheduler between calls)."""
+    graphs; the learning rate stays a Python float set by the scheduler between calls). Under
+    torchrun they are drawn for the whole global batch, then each process keeps its shard and
+    DistributedDataParallel averages the gradients: the step of one process on the whole batch."""
 
     def __init__(self, st: TrainState, preset: Preset, *, amp: bool, compile: bool | str = False):
-        self.st, self.t, self.amp = st, preset.train, amp
-        self.loss_from = st.denoiser.loss_from
+        self.st, self.t, self.amp, self.world = st, preset.train, amp, distributed.world()
+        distributed.check_batch(preset.train.batch_size, self.world.size)
+        self.loss_from = distributed.wrap(st.denoiser, "loss_from",
+                                          device=next(st.denoiser.parameters()).device)
         if compile:
             mode = compile if isinstance(compile, str) else None
             self.loss_from = torch.compile(self.loss_from, mode=mode)
@@ -93,6 +100,7 @@ class TrainStep:
         st, t = self.st, self.t
         sigma, eps = st.denoiser.draw_noise(y, P_mean=t.P_mean, P_std=t.P_std,
                                             generator=generator)
+        y, sigma, eps, labels = distributed.shard(self.world, y, sigma, eps, labels)
         with runtime.autocast(y.device, self.amp):
             loss = self.loss_from(y, sigma, eps, labels)
         st.opt.zero_grad(set_to_none=True)
@@ -142,18 +150,19 @@ def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
         running += step_fn(y, labels, gen)
         seen += 1
         if seen % CHECK_EVERY == 0 or seen == steps:
-            mean = running.item() / seen
+            mean = distributed.mean(running).item() / seen   # all processes' images
             if not math.isfinite(mean):
                 raise NonFiniteLossError(
                     f"{preset.name}: the training loss became {mean} in epoch {st.epoch + 1}, "
                     f"step {seen}. Lower the learning rate (now {preset.train.lr}) or check the "
                     "data; the last finished epoch's checkpoint is kept.")
             now = time.monotonic()
-            if deadline is not None and now + (now - start) * (steps - seen) / seen > deadline:
+            if deadline is not None and distributed.any_rank(
+                    now + (now - start) * (steps - seen) / seen > deadline):
                 raise DeadlineReached
             if bar is not None:
                 bar.set_postfix(epoch=st.epoch + 1, loss=f"{mean:.4f}", refresh=False)
-    return running.item() / seen
+    return mean
 
 
 def checkpoint_dir(preset: Preset, profile: runtime.Profile | None = None) -> Path:
@@ -181,13 +190,15 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     resumed_from, t0 = st.epoch, time.perf_counter()
     train_split, valid_split = (s.to(dev) for s in data.train_valid_split())
     step = TrainStep(st, preset, amp=amp, compile=compile)
-    bar = _bar(preset, st.epoch, progress)
+    main = distributed.world().main      # rank 0 writes the checkpoints, the others wait for it
+    bar = _bar(preset, st.epoch, progress and main)
     last_epoch = None
     try:
         while st.epoch < preset.train.epochs:
             if stop_after is not None and st.epoch - resumed_from >= stop_after:
                 break
-            if deadline is not None and time.monotonic() + (last_epoch or 0.0) > deadline:
+            if deadline is not None and distributed.any_rank(
+                    time.monotonic() + (last_epoch or 0.0) > deadline):
                 break  # the previous epoch's time says this one would end too late
             e0 = time.perf_counter()
             try:
@@ -198,6 +209,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - e0
+            distributed.broadcast_buffers(st.denoiser, st.ema)   # BatchNorm statistics (CPU)
             st.epoch += 1
             h = st.history
             h["train_loss"].append(train_loss)
@@ -205,7 +217,10 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             h["epoch_seconds"].append(seconds)
             h["images_per_second"].append(steps_per_epoch(preset) * preset.train.batch_size
                                           / seconds)
-            checkpoints.save(checkpoints.state_blob(st, preset, profile), folder / "last.pt")
+            blob = checkpoints.state_blob(st, preset, profile)    # references, no copies
+            if main:
+                checkpoints.save(blob, folder / "last.pt")
+            distributed.barrier()
             last_epoch = time.perf_counter() - e0
             if bar is not None:
                 bar.update(1)
@@ -217,11 +232,12 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
                        time.perf_counter() - t0, finished=False)
     blob = checkpoints.state_blob(st, preset, profile)
     final = folder / checkpoints.final_name(st.epoch)
-    if not final.exists():
-        checkpoints.save(blob, final)
     half = folder / checkpoints.final_name(st.epoch, half=True)
-    if not half.exists():
+    if main and not final.exists():
+        checkpoints.save(blob, final)
+    if main and not half.exists():
         checkpoints.save(checkpoints.compact(blob), half)
+    distributed.barrier()
     return _trained(st, preset, folder, resumed_from, time.perf_counter() - t0)
 
 
@@ -265,7 +281,8 @@ def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = Non
         checkpoints.restore(st, checkpoints.load(final), preset, final, rng=False, profile=profile)
         return _trained(st, preset, final.parent, st.epoch, 0.0)
     folder = checkpoints.run_dir(preset, profile)
-    if retrain and folder.exists():
+    if retrain and folder.exists() and distributed.world().main:
         for path in folder.glob("*.pt"):
             path.unlink()
+    distributed.barrier()
     return train(preset, profile=profile, device=dev, progress=progress, **kwargs)
