@@ -38,6 +38,11 @@ def preset_from(name: str, *, profile: runtime.Profile, sets=()) -> Preset:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
             value = raw.strip()
+        now = getattr(getattr(preset, part), field)
+        if now is not None and value is not None and not isinstance(value, type(now)) \
+                and not (isinstance(now, float) and type(value) is int):
+            raise ValueError(f"--set {item!r}: {key.strip()} takes {type(now).__name__} values "
+                             f"(now {now!r}), not {value!r}")
         preset = replace(preset, **{part: replace(getattr(preset, part), **{field: value})})
     return preset
 

@@ -104,7 +104,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_after_first_epoch(cmd, env, folder: Path) -> list[int]:
+def kill_after_first_epoch(cmd, *, env: dict, folder: Path) -> list[int]:
     """Start ``cmd`` in a session of its own, wait for its first ``last.pt``, then SIGKILL the
     launcher and every process below it at once (as a machine that dies). No timing is assumed:
     the run has EPOCHS epochs, and the test checks that the kill came before the end."""
@@ -169,10 +169,13 @@ def two_processes(tmp_path_factory):
     """``torchrun --nproc_per_node=2 -m diffnb.train`` of the GroupNorm run killed after its first
     saved epoch (its folder kept as ``snapshot``), then the same command again (through WORKER,
     which calls diffnb.train's main), then the BatchNorm run, 2 processes each."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finding torchrun's workers to kill them reads /proc (Linux)")
     tmp = tmp_path_factory.mktemp("two")
     env, ckpt = env_for(tmp / "checkpoints"), tmp / "checkpoints"
     folder = ckpt / PROFILE.name / training.checkpoint_dir(preset(GN), PROFILE).name
-    killed = kill_after_first_epoch(torchrun("-m", "diffnb.train", *cli_args(GN)), env, folder)
+    killed = kill_after_first_epoch(torchrun("-m", "diffnb.train", *cli_args(GN)), env=env,
+                                    folder=folder)
     shutil.copytree(folder, tmp / "snapshot")
     (tmp / "worker.py").write_text(WORKER)
     runs = [("gn", cli_args(GN)), ("bn", cli_args(BN))]
@@ -358,6 +361,9 @@ def test_unknown_preset_and_bad_setting_say_what_to_do(capsys):
     err = capsys.readouterr().err
     assert "--set 'train.batch=8': use model.FIELD=VALUE or train.FIELD=VALUE" in err
     assert "batch_size" in err and "nb_channels" not in err
+    with pytest.raises(SystemExit):
+        train_cli.main(["unet", "--profile", "tiny", "--set", "train.batch_size=big"])
+    assert "train.batch_size takes int values (now 128), not 'big'" in capsys.readouterr().err
     p = train_cli.preset_from("unet", profile=PROFILE, sets=["model.channel_mult=(1, 2)",
                                                               "train.lr_schedule=constant"])
     assert p.model.channel_mult == (1, 2) and p.train.lr_schedule == "constant"
