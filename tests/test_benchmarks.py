@@ -123,3 +123,22 @@ def test_fid_speed_benchmark_extractors_agree():
     # Both methods work in float64 on the same statistics (a distance of a few hundred): their
     # results differ by ~1e-10 relative; 1e-4 (1e-6 relative) still catches any method error.
     assert frechet and float(frechet.group(1)) < 1e-4, run.stdout
+
+
+@pytest.mark.slow
+def test_ddp_speed_benchmark_trains_the_same_model_on_the_same_data(tmp_path, monkeypatch):
+    """Its 1-process and 2-process runs do the same work: the same model, the same images, and
+    the same weights at the end (to tests/test_distributed.py's tolerance), so the printed
+    speed-up compares like with like. On the CPU (gloo), whatever the machine has."""
+    monkeypatch.setenv("DIFFNB_DEVICE", "cpu")
+    out = tmp_path / "ddp_speed.json"
+    _run("ddp_speed.py", "--smoke", "--baseline-threads", "1", "--json", str(out))
+    result = json.loads(out.read_text())
+    base, ddp = result["baseline"], result["ddp"]
+    assert (base["processes"], ddp["processes"]) == (1, 2)
+    assert base["params"] == ddp["params"] and base["model"] == ddp["model"]
+    assert base["images"] == ddp["images"] == result["steps"] * result["global_batch"]
+    assert base["data"] == ddp["data"] == data.COUNTS["train"] - data.VALID_SIZE
+    assert result["max_weight_difference"] < 5e-5           # the same training
+    assert result["ratio"] == pytest.approx(ddp["images_per_second"] / base["images_per_second"],
+                                            abs=1e-3)
