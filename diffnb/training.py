@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from diffnb import checkpoints, config, data, models, runtime
+from diffnb import checkpoints, config, data, datasets, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.conditioning import null_like
 from diffnb.config import Preset
@@ -62,7 +62,7 @@ class TrainState:
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
     torch.manual_seed(preset.train.seed)  # weight init
     net = models.build(preset.model)
-    sd = data.sigma_data() if sigma_data is None else sigma_data
+    sd = datasets.sigma_data(preset) if sigma_data is None else sigma_data
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
 
 
@@ -205,7 +205,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     if start is not None:
         checkpoints.restore(st, checkpoints.load(start), preset, start, profile=profile)
     resumed_from, t0 = st.epoch, time.perf_counter()
-    train_split, valid_split = (s.to(dev) for s in data.train_valid_split())
+    train_split, valid_split = (s.to(dev) for s in datasets.splits(preset)[:2])
     step = TrainStep(st, preset, amp=amp, compile=compile)
     bar = _bar(preset, st.epoch, progress)
     last_epoch = None
