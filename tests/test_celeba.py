@@ -1,8 +1,11 @@
 """CelebA at 64x64 (diffnb.celeba) on a tiny synthetic folder in torchvision's layout, the
 3x64x64 attribute-conditional models (forward, loss, sampling), training on CelebA through the one
-training loop (diffnb.datasets)."""
+training loop (diffnb.datasets), and notebook 07 executed on that folder."""
+import json
+import os
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,3 +314,45 @@ def test_first_read_progress_outside_a_terminal_is_finished_lines(folder, capsys
     assert lines == list(range(5))
     assert "  1 of 5 (20%)" in capsys.readouterr().out         # a line per `every` seconds
 
+
+# ---- notebook 07 on the synthetic folder -------------------------------------------------
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "07_celeba_faces.ipynb"
+FIGURES = ("data", "loss_curves", "attributes", "guidance", "null")
+
+
+@pytest.mark.slow
+def test_notebook_07_trains_and_samples_on_a_synthetic_folder(folder, tmp_path, monkeypatch):
+    """Notebook 07 executed (nbclient, tiny profile, the CI-size preset) on the synthetic folder:
+    no error, clean outputs with a reading after every figure, its five figures written under
+    a temporary outputs root; the committed notebook is not touched."""
+    nbformat = pytest.importorskip("nbformat")
+    NotebookClient = pytest.importorskip("nbclient").NotebookClient
+    from test_notebook_outputs import notebook_problems, unread_results
+
+    before = NOTEBOOK.read_bytes()
+    nb = nbformat.reads(before.decode(), as_version=4)
+    preset_cells = [c for c in nb.cells if 'PRESET = "celeba_unet"\n' in c.source]
+    assert len(preset_cells) == 1
+    preset_cells[0].source = preset_cells[0].source.replace('"celeba_unet"', '"celeba_unet_tiny"')
+    root = Path(__file__).resolve().parent.parent
+    # The kernel inherits these. One thread: on 2 shared cores, two threads contend (the
+    # sampling cells ran 5-20x slower with two under load).
+    for key, value in {"DIFFNB_DATA_DIR": folder, "DIFFNB_OUTPUTS": tmp_path / "out",
+                       "DIFFNB_CHECKPOINTS": tmp_path / "checkpoints", "DIFFNB_PROFILE": "tiny",
+                       "DIFFNB_DEVICE": "cpu", "OMP_NUM_THREADS": 1, "PYTHONPATH": os.pathsep.join(
+                           filter(None, [str(root), os.environ.get("PYTHONPATH")]))}.items():
+        monkeypatch.setenv(key, str(value))
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(work)}}).execute()
+    nbformat.write(nb, work / NOTEBOOK.name)
+    saved = json.loads((work / NOTEBOOK.name).read_text())
+    assert notebook_problems(saved) == [] and unread_results(saved) == []
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "CelebA found: 30 JPEGs" in text and "sigma_data = " in text
+    figures = tmp_path / "out" / "figures" / "tiny"
+    assert sorted(p.name for p in figures.glob("s11_celeba_*.png")) == sorted(
+        f"s11_celeba_{name}.png" for name in FIGURES)
+    assert NOTEBOOK.read_bytes() == before
