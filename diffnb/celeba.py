@@ -10,8 +10,10 @@ It cannot be downloaded here: copy it in from a machine with internet access.
 Preprocessing (the usual one for 64x64 CelebA): a centre crop of CROP x CROP pixels (140 of the
 178x218 images), resized to 64x64 with antialiasing (PIL bicubic), kept as uint8 (N, 3, 64, 64);
 :func:`to_model_space` maps it to [-1, 1]. The first read of a split decodes every JPEG (a
-progress bar; minutes for the 162,770 training images) and writes one uint8 tensor file per split
-under the cache (atomically); later reads load that file. Its own :func:`sigma_data`.
+progress bar on a terminal, progress lines in a notebook; minutes for the 162,770 training images)
+and writes one uint8 tensor file per split under the cache (atomically); later reads load that
+file. Its own :func:`sigma_data`. Absent data: :func:`available`, :func:`status` and the error
+of :func:`find_root` say where to put it and in which layout.
 
 Attributes (default ``("Smiling", "Male", "Eyeglasses")``) come back as a 0/1 int64 tensor
 (N, A) in ``labels``, the input of a model with ``ModelConfig(num_attributes=A)``.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +76,10 @@ class Faces:
         return Faces(self.images[index], self.labels[index], self.source, self.attribute_names)
 
 
+EXPECTED = (f"$DIFFNB_DATA_DIR/celeba/ holding {IMAGES}/*.jpg, {PARTITION} and {ATTRIBUTES}, "
+            "torchvision's CelebA layout")
+
+
 def find_root(folder: str | os.PathLike | None = None) -> Path:
     """The ``celeba/`` folder under ``folder`` (or ``$DIFFNB_DATA_DIR``), or that folder itself."""
     path = folder or os.environ.get(DATA_ENV)
@@ -79,16 +87,57 @@ def find_root(folder: str | os.PathLike | None = None) -> Path:
         for root in (Path(path) / "celeba", Path(path)):
             if (root / IMAGES).is_dir():
                 return root
-    where = f"{path}" if path else f"${DATA_ENV} is not set and no folder was given"
-    raise DataNotFoundError(
-        f"CelebA was not found ({where}: no celeba/{IMAGES}/ folder there). Expected torchvision's "
-        "layout:\n"
+    raise DataNotFoundError(not_found_message(folder))
+
+
+def not_found_message(folder: str | os.PathLike | None = None) -> str:
+    """Where CelebA was looked for, where to put it and in which layout (no download here)."""
+    path = folder or os.environ.get(DATA_ENV)
+    where = (f" in {path}: no celeba/{IMAGES}/ folder there" if path else
+             f": ${DATA_ENV} is not set and no folder was given")
+    return (
+        f"CelebA was not found{where}. Expected torchvision's layout:\n"
         f"  <folder>/celeba/{IMAGES}/000001.jpg ... (202,599 aligned 178x218 JPEGs)\n"
         f"  <folder>/celeba/{PARTITION}\n"
         f"  <folder>/celeba/{ATTRIBUTES}\n"
         "CelebA cannot be downloaded here (no internet access): fetch it elsewhere (e.g. "
         "torchvision.datasets.CelebA(root, download=True)), copy <folder> in, then set "
         f"{DATA_ENV}=<folder> or pass folder=<folder>.")
+
+
+def available(folder: str | os.PathLike | None = None) -> bool:
+    """Whether CelebA's image folder is found (the list files are checked when it is read)."""
+    try:
+        find_root(folder)
+    except DataNotFoundError:
+        return False
+    return True
+
+
+def status(folder: str | os.PathLike | None = None) -> str:
+    """One paragraph for a notebook: what was found, or :func:`not_found_message`. Names no
+    absolute path when the data is there (the folder is ``$DIFFNB_DATA_DIR``'s or the caller's)."""
+    if not available(folder):
+        return not_found_message(folder)
+    root = find_root(folder)
+    jpegs = sum(1 for name in os.listdir(root / IMAGES) if name.endswith(".jpg"))
+    lists = [f for f in (PARTITION, ATTRIBUTES) if (root / f).is_file()]
+    return (f"CelebA found: {jpegs:,} JPEGs in celeba/{IMAGES}/, list files: "
+            f"{', '.join(lists) or 'none'}.")
+
+
+def describe(row, names: tuple[str, ...] = DEFAULT_ATTRIBUTES) -> str:
+    """An attribute row as text: the names of its 1s ('Smiling, Male'), 'none', or 'null'."""
+    values = [int(v) for v in row]
+    if all(v < 0 for v in values):
+        return "null (no condition)"
+    return ", ".join(n for n, v in zip(names, values) if v == 1) or "none"
+
+
+def attribute_rows(names: tuple[str, ...] = DEFAULT_ATTRIBUTES) -> torch.Tensor:
+    """Every 0/1 combination of ``names`` (2^A rows of A), from none to all, in binary order."""
+    a = len(names)
+    return torch.tensor([[(k >> (a - 1 - j)) & 1 for j in range(a)] for k in range(2 ** a)])
 
 
 def _lines(path: Path) -> list[str]:
@@ -164,11 +213,33 @@ def _listed(root: Path, split: str, *, max_missing: float) -> list[str]:
     return [n for n in names if n in present]
 
 
+def _progress(items, total: int, split: str, progress: bool, *, every: float = 10.0):
+    """The first read's progress: a bar on a terminal; elsewhere (a notebook, a log) a line at
+    the start, one every ``every`` seconds and one at the end, so that a saved notebook shows
+    finished lines, never a bar frozen at 0%."""
+    what = f"CelebA {split}: decoding {total:,} JPEGs once (then read from the cache)"
+    if not progress:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=what, mininterval=1.0)
+        return
+    print(what, flush=True)
+    start = last = time.monotonic()
+    for k, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every and k < total:
+            print(f"  {k:,} of {total:,} ({100 * k // total}%), {now - start:.0f} s", flush=True)
+            last = now
+    print(f"  {total:,} of {total:,} done in {time.monotonic() - start:.0f} s", flush=True)
+
+
 def _build(root: Path, split: str, *, size: int, crop: int, max_missing: float,
            progress: bool) -> dict:
     """Decode the split's JPEGs into one uint8 tensor, with all 40 attributes as 0/1."""
-    from tqdm.auto import tqdm
-
     names = _listed(root, split, max_missing=max_missing)
     attribute_names, rows = read_attributes(root)
     no_row = [n for n in names if n not in rows]
@@ -179,9 +250,7 @@ def _build(root: Path, split: str, *, size: int, crop: int, max_missing: float,
     keep = torch.zeros(len(names), dtype=torch.bool)
     decode = lambda name: _decode(root / IMAGES / name, size=size, crop=crop)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL frees the GIL
-        bar = tqdm(pool.map(decode, names), total=len(names), disable=not progress,
-                   desc=f"CelebA {split}: decoding {len(names)} JPEGs (once)", mininterval=1.0)
-        for i, array in enumerate(bar):
+        for i, array in enumerate(_progress(pool.map(decode, names), len(names), split, progress)):
             if array is not None:
                 images[i] = torch.from_numpy(array)
                 keep[i] = True
@@ -227,7 +296,7 @@ def load(split: str = "train", *, folder: str | os.PathLike | None = None,
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float (N, 3, H, W) in [-1, 1]."""
+    """uint8 (N, 3, H, W) -> float (N, 3, H, W) in [-1, 1] (as ``data.to_model_space`` does)."""
     return images.float() / 127.5 - 1.0
 
 

@@ -12,6 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from diffnb import noise, runtime
 
 ARCHS = ("base", "condbn", "class", "unet")
+DATASETS = ("fashion_mnist", "celeba")  # diffnb.datasets: the splits and sigma_data of each
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,13 @@ class TrainConfig:
     P_mean: float = noise.P_MEAN        # EDM Table 1
     P_std: float = noise.P_STD
     seed: int = 0
-    epoch_images: int | None = None     # None: the whole 50k training split
+    epoch_images: int | None = None     # None: the whole split (datasets.epoch_images)
     valid_images: int | None = None     # None: the whole 10k validation split
+    dataset: str = "fashion_mnist"      # or "celeba" (diffnb.datasets); a default: old keys stay
 
     def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; use one of {DATASETS}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; use 'constant' or 'cosine'")
         if not 0.0 <= self.label_dropout < 1.0:
@@ -192,4 +196,31 @@ IMPROVEMENT_PRESETS = (
            model=replace(_UNET, attention=True), train=replace(_UNET_TRAIN, label_dropout=0.1)),
 )
 for _p in IMPROVEMENT_PRESETS:
+    register(_p)
+
+# Notebook 07 (slide 11's "face generation using CelebA"): the UNet with one more level for 3x64x64
+# (64 -> 32 -> 16 -> 8 px, self-attention at 8x8), conditioned on celeba.DEFAULT_ATTRIBUTES
+# (Smiling, Male, Eyeglasses: num_attributes=3) through the class embedding's path, with label
+# dropout for classifier-free guidance, EMA and warm-up + cosine LR; trained on CelebA's own
+# splits and sigma_data (diffnb.datasets). 9.2M weights, 10.4 GFLOP per forward pass.
+# Batch 128 at lr 7e-4 (the full profile's batch 256: lr 1e-3 by the square-root rule).
+# Full profile on one H200: 40 epochs of 160k images at batch 256 = 6.4M images x 3 x 10.4 GFLOP
+# = 199 PFLOP (flops.preset_train_flops), ~13 min at the queue's assumed 250 TFLOP/s in bf16 (two
+# or three of the GPU runbook's 10-minute commands: training resumes at the last epoch).
+_CELEBA_UNET = ModelConfig(arch="unet", nb_channels=64, num_blocks=2, cond_channels=256,
+                           channel_mult=(1, 2, 2, 2), attention=True, image_channels=3,
+                           image_size=64, num_attributes=3)
+_CELEBA_TRAIN = TrainConfig(epochs=40, batch_size=128, lr=7e-4, lr_schedule="cosine",
+                            warmup_fraction=0.02, ema_decay=0.999, label_dropout=0.1,
+                            valid_images=4096, dataset="celeba")
+CELEBA_PRESETS = (
+    Preset(name="celeba_unet", title="UNet 64x64, CelebA attributes", model=_CELEBA_UNET,
+           train=_CELEBA_TRAIN),
+    # The same network family, 24x fewer FLOPs (0.43 GFLOP): notebook 07 on CI's synthetic folder
+    # in seconds (tests/test_celeba.py). Not a model to read faces from.
+    Preset(name="celeba_unet_tiny", title="UNet 64x64 (CI size)",
+           model=replace(_CELEBA_UNET, nb_channels=16, num_blocks=1, cond_channels=64),
+           train=_CELEBA_TRAIN, notes="CI's size for notebook 07 on synthetic faces"),
+)
+for _p in CELEBA_PRESETS:
     register(_p)

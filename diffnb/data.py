@@ -233,7 +233,10 @@ def test_set() -> Images:
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]: ToTensor, Pad(2),
-    Normalize(0.5, 0.5)."""
+    Normalize(0.5, 0.5). Images already (N, C, H, W) (CelebA's, diffnb.celeba) are only mapped
+    to [-1, 1]."""
+    if images.ndim == 4:
+        return images.float() / 127.5 - 1.0
     x = images.unsqueeze(1).float() / 255.0
     x = F.pad(x, (2, 2, 2, 2), value=0.0)
     return x * 2.0 - 1.0
@@ -259,7 +262,8 @@ def sigma_data() -> float:
 
 
 def sample_batch(data: Images, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model-space images and labels for ``index``, on the data's device (no DataLoader)."""
+    """Model-space images and labels for ``index``, on the data's device (no DataLoader); also
+    for CelebA's ``Faces`` (labels: attribute rows)."""
     return to_model_space(data.images[index]), data.labels[index]
 
 

@@ -12,8 +12,14 @@ from torch import nn
 INCEPTION_GFLOP = 11.5  # InceptionV3 at 299x299, forward: 5.7 G multiply-adds (Szegedy et al. 2016)
 
 
-def forward_flops(net: nn.Module, *, shape=(1, 32, 32), labels: bool = False) -> float:
-    """Forward FLOPs (2 x multiply-adds) of every Conv2d and Linear for one image of ``shape``."""
+def forward_flops(net: nn.Module, *, shape=None, labels: bool = False) -> float:
+    """Forward FLOPs (2 x multiply-adds) of every Conv2d and Linear for one image of ``shape``
+    (default: the network's ``image_shape``, else 1x32x32); ``labels``: with a class, or a row of
+    attributes for a network with ``num_attributes``."""
+    shape = shape or tuple(getattr(net, "image_shape", (1, 32, 32)))
+    num_attributes = getattr(net, "num_attributes", 0)
+    label = (torch.zeros(1, num_attributes, dtype=torch.long) if num_attributes else
+             torch.zeros(1, dtype=torch.long)) if labels else None
     total = 0.0
 
     def hook(module, inputs, output):
@@ -30,8 +36,7 @@ def forward_flops(net: nn.Module, *, shape=(1, 32, 32), labels: bool = False) ->
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *shape), torch.zeros(1),
-                torch.zeros(1, dtype=torch.long) if labels else None)
+            net(torch.zeros(1, *shape), torch.zeros(1), label)
     finally:
         for h in handles:
             h.remove()
@@ -46,6 +51,15 @@ def train_flops(net: nn.Module, images: int, *, labels: bool = False) -> float:
 
 def sampling_flops(net: nn.Module, samples: int, nfe: int, *, labels: bool = False) -> float:
     return forward_flops(net, labels=labels) * samples * nfe
+
+
+def preset_train_flops(preset, profile) -> float:
+    """FLOPs of training a preset (a name or a Preset) to its epochs in ``profile``."""
+    from diffnb import config, models, schedules
+
+    p = config.scaled(config.get_preset(preset), profile)
+    images = p.train.epochs * schedules.steps_per_epoch(p) * p.train.batch_size
+    return train_flops(models.build(p.model), images, labels=p.model.class_conditional)
 
 
 def inception_flops(images: int) -> float:

@@ -7,8 +7,10 @@
 Stages train the report's presets (longest constant-LR runs first: class_2 -> class_4, ...),
 score them under both FID protocols with their floors, train and score notebook 06's models,
 run the studies the notebooks read back (ablation, FID vs NFE, the class-0 bug, zero-init, the
-floor curve) and finally execute the notebooks. The notebooks call the same functions with the
-same arguments, so whatever the queue computed they reuse: one code path.
+floor curve), train notebook 07's CelebA model (planned only where CelebA is found: it cannot
+be downloaded; elsewhere the run says so and notebook 07 stops cleanly) and finally execute the
+notebooks. The notebooks call the same functions with the same arguments, so whatever the queue
+computed they reuse: one code path.
 
 Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skipped. No epoch and
 no stage is started that is not expected to finish before the deadline (the measured time of
@@ -89,7 +91,18 @@ def plan(profile: runtime.Profile) -> list[Stage]:
             Stage("study:fid_vs_nfe", "study", ("unet_attn",)),
             Stage("study:zero_init", "study", ("condbn_1",)),
             Stage("study:floor_curve", "study"),
+            *([CELEBA_STAGE] if celeba_lacks() is None else []),
             Stage("notebooks", "notebooks")]
+
+
+CELEBA_STAGE = Stage("train:celeba_unet", "train", ("celeba_unet",))
+
+
+def celeba_lacks() -> str | None:
+    """Why notebook 07's training is not planned here (CelebA is not found), or None."""
+    from diffnb import datasets
+
+    return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
 
 
 def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
@@ -215,6 +228,9 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -
     state, name = load_state(profile), runtime.device_name()
     stages = [s for s in plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
                                                           for pat in only)]
+    lacks = celeba_lacks()
+    if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
+        print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
     ran_here = False
     for stage in stages:
         if stage.name in state["stages"]:

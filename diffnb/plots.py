@@ -59,21 +59,43 @@ def grid_figure(images: torch.Tensor, *, nrow: int, title: str | None = None,
 
 
 def labeled_rows_figure(images: torch.Tensor, *, row_labels, title: str | None = None,
-                        scale: float = 0.45):
-    """Slide 7: one row per class, the class names on the left; images (rows*cols, C, H, W)."""
+                        scale: float = 0.45, col_labels=None):
+    """Slide 7: one row per class, the class names on the left; images (rows*cols, C, H, W);
+    ``col_labels``: one label under each column (e.g. a guidance scale)."""
     rows = len(row_labels)
     cols = len(images) // rows
-    fig, ax = plt.subplots(figsize=(cols * scale + 1.6, rows * scale + 0.5))
+    margin = max(1.6, 0.105 * max(len(str(label)) for label in row_labels))  # room for labels
+    fig, ax = plt.subplots(figsize=(cols * scale + margin, rows * scale + 0.5))
+    if margin > 1.6:
+        ax.set_anchor("E")  # long labels: the slack a fixed aspect leaves goes to their side
     ax.imshow(grid_array(images, nrow=cols), cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
-    h = images.shape[-2] + 2
+    h, w = images.shape[-2] + 2, images.shape[-1] + 2
     ax.set_yticks([2 + h * r + (h - 2) / 2 for r in range(rows)], list(row_labels))
-    ax.set_xticks([])
+    ax.set_xticks([2 + w * k + (w - 2) / 2 for k in range(cols)] if col_labels is not None
+                  else [], [str(c) for c in col_labels] if col_labels is not None else [])
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def captioned_grid_figure(images: torch.Tensor, captions, *, ncol: int, title: str | None = None,
+                          size: float = 1.1):
+    """Images (N, C, H, W) in [-1, 1], each with a small caption under it (e.g. its attributes)."""
+    rows = -(-len(images) // ncol)
+    fig, axes = plt.subplots(rows, ncol, figsize=(ncol * size, rows * (size + 0.25) + 0.3),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < len(images):
+            ax.imshow(grid_array(images[k:k + 1], nrow=1, pad=0), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(captions[k], fontsize=6, y=-0.22)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -12,9 +12,9 @@ from diffnb.config import Preset
 
 
 def steps_per_epoch(preset: Preset) -> int:
-    from diffnb import data
+    from diffnb import datasets
 
-    n = preset.train.epoch_images or (data.COUNTS["train"] - data.VALID_SIZE)
+    n = preset.train.epoch_images or datasets.epoch_images(preset.train.dataset)
     return max(1, n // preset.train.batch_size)
 
 

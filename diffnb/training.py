@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from diffnb import checkpoints, config, data, distributed, models, runtime
+from diffnb import checkpoints, config, data, datasets, distributed, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.config import Preset
 from diffnb.epochs import batches, drop_labels, epoch_generator  # noqa: F401
@@ -65,7 +65,7 @@ class TrainState:
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
     torch.manual_seed(preset.train.seed)  # weight init
     net = models.build(preset.model)
-    sd = data.sigma_data() if sigma_data is None else sigma_data
+    sd = datasets.sigma_data(preset) if sigma_data is None else sigma_data
     return Denoiser(net, sigma_data=sd).to(device or runtime.device())
 
 
@@ -188,7 +188,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     if start is not None:
         checkpoints.restore(st, checkpoints.load(start), preset, start, profile=profile)
     resumed_from, t0 = st.epoch, time.perf_counter()
-    train_split, valid_split = (s.to(dev) for s in data.train_valid_split())
+    train_split, valid_split = (s.to(dev) for s in datasets.splits(preset)[:2])
     step = TrainStep(st, preset, amp=amp, compile=compile)
     main = distributed.world().main      # rank 0 writes the checkpoints, the others wait for it
     bar = _bar(preset, st.epoch, progress and main)

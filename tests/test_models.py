@@ -283,8 +283,42 @@ def _old_networks():
 def test_run_keys_are_those_before_the_new_model_options():
     """The new model options have defaults: the presets (and their checkpoints) keep their keys."""
     old = _old_module("config")
-    for name, preset in config.PRESETS.items():
-        assert config.run_key(preset) == old.run_key(old.PRESETS[name]), name
+    assert set(old.PRESETS) <= set(config.PRESETS)
+    for name in old.PRESETS:
+        assert config.run_key(config.PRESETS[name]) == old.run_key(old.PRESETS[name]), name
+
+
+# Run keys of the presets before TrainConfig.dataset (notebook 07): unscaled, quick, full. The
+# checkpoints and committed weights of these runs are found by these keys, so they must not move.
+RUN_KEYS = {
+    "base_1": ("f302ddd40785", "4ab7b5cdd2be", "066b14b6a90b"),
+    "base_2": ("5341e129d84b", "59e917b21bcc", "883f37f4c2c3"),
+    "condbn_1": ("5774add0ef42", "6fbaaf94f379", "09d22c937077"),
+    "condbn_2": ("9ae01e6c2c9f", "4073d56cc39d", "48b8dcfa7c2b"),
+    "class_1": ("9b82eb888cad", "11ce705c6cb5", "1bb510f2287f"),
+    "class_2": ("30793be1ac24", "99e9f88d52fc", "a99e80ec432a"),
+    "class_3": ("9b82eb888cad", "11ce705c6cb5", "1bb510f2287f"),
+    "class_4": ("30793be1ac24", "99e9f88d52fc", "a99e80ec432a"),
+    "class_2_sched_ema": ("4eba47aa0176", "eefdea2e22cb", "9d9f8a592c82"),
+    "unet": ("33fd71a49c04", "dd46e27270ed", "51505a03ea1f"),
+    "unet_attn": ("1d1ae00c3e07", "aced0f132797", "a1b8f6d55706"),
+    "unet_attn_cfg": ("62edb95ae8ca", "36e85a640c88", "5948cb774e5e"),
+}
+
+
+def test_the_dataset_field_keeps_every_existing_run_key():
+    from diffnb import runtime
+
+    for name, keys in RUN_KEYS.items():
+        p = config.get_preset(name)
+        assert p.train.dataset == "fashion_mnist"
+        got = tuple(config.run_key(q) for q in (p, config.scaled(p, runtime.PROFILES["quick"]),
+                                                config.scaled(p, runtime.PROFILES["full"])))
+        assert got == keys, name
+    celeba = config.get_preset("celeba_unet")
+    assert config.run_key(celeba) not in {k for keys in RUN_KEYS.values() for k in keys}
+    as_fashion = replace(celeba, train=replace(celeba.train, dataset="fashion_mnist"))
+    assert config.run_key(as_fashion) != config.run_key(celeba)   # the dataset is in the key
 
 
 def _randomise(net: nn.Module, seed: int) -> nn.Module:

@@ -180,7 +180,7 @@ def load(path: Path) -> dict:
 # ---- the committed notebooks ----------------------------------------------------------------
 
 def test_there_are_notebooks():
-    assert len(NOTEBOOKS) == 6, [p.name for p in NOTEBOOKS]
+    assert len(NOTEBOOKS) == 7, [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

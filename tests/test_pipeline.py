@@ -120,3 +120,30 @@ def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch)
     # and figures/results of other profiles never land in the full run's folders
     assert runtime.output_dir("figures", quick) == tmp_path / "figures" / "quick"
     assert runtime.output_dir("results", runtime.PROFILES["full"]) == tmp_path / "results"
+
+
+def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkeypatch, capsys):
+    """CelebA cannot be downloaded: without it the queue plans no CelebA stage, says why, and can
+    still end "all done" (the GPU runbook repeats its command until it does)."""
+    from diffnb import celeba, config, flops, models, training
+
+    _use(tmp_path, monkeypatch)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFNB_DATA_DIR", str(tmp_path / "no_data"))
+    full = runtime.PROFILES["full"]
+    assert "train:celeba_unet" not in [s.name for s in pipeline.plan(full)]
+    r = pipeline.run(runtime.PROFILES["tiny"], only=["train:celeba*"], device="cpu")
+    said = capsys.readouterr().out
+    assert "train:celeba_unet is not planned: this machine lacks CelebA" in said
+    assert "list_eval_partition.txt" in said and r["pending"] == [] and "all done" in said
+
+    (tmp_path / "data" / "celeba" / celeba.IMAGES).mkdir(parents=True)
+    monkeypatch.setenv("DIFFNB_DATA_DIR", str(tmp_path / "data"))
+    names = [s.name for s in pipeline.plan(full)]
+    assert names[-2:] == ["train:celeba_unet", "notebooks"]
+    f = pipeline.stage_flops(pipeline.CELEBA_STAGE, full)
+    p = config.scaled(config.get_preset("celeba_unet"), full)
+    images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
+    net = models.build(p.model)
+    assert f["bf16"] == pytest.approx(3 * flops.forward_flops(net, shape=(3, 64, 64), labels=True)
+                                      * images) == pytest.approx(flops.preset_train_flops(p, full))

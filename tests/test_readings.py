@@ -280,3 +280,77 @@ def test_versus_report_counts_the_classes_below_the_reports():
     assert "n = 64 per class, ours" not in text
     text = readings.versus_report(t, ours="ours", report="report", floor_row="floor", n_ours=8)
     assert "ours and the floor at n = 8" in text
+
+
+# ---- notebook 07: CelebA -----------------------------------------------------------------------
+
+def _faces_grid(row_keys, seeds, effect):
+    """Constant 3x4x4 images: seed value + the attribute effects of the row (row-major)."""
+    import torch
+
+    return torch.stack([torch.full((3, 4, 4), s + sum(e * v for e, v in zip(effect, key)))
+                        for key in row_keys for s in seeds])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_attribute_effects_compares_each_attribute_with_the_seed(reverse):
+    import torch
+
+    keys = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    keys = keys[::-1] if reverse else keys
+    samples = _faces_grid(keys, seeds=[0.0, 0.1, 0.2], effect=(0.3, 0.001))
+    text = readings.attribute_effects(samples, torch.tensor(keys), ("Smiling", "Male"))
+    assert "moves a sample by 0.300 (Smiling) and 0.001 (Male)" in text
+    assert "Changing the seed at fixed attributes moves it by 0.100." in text
+    assert "Smiling moves it more than a new seed does" in text
+    assert "Male changes the samples by less than 0.005" in text and "does not use it yet" in text
+    samples = _faces_grid(keys, seeds=[0.0, 0.1, 0.2], effect=(0.05, 0.02))
+    text = readings.attribute_effects(samples, torch.tensor(keys), ("Smiling", "Male"))
+    assert "0.050 (Smiling) and 0.020 (Male)" in text
+    assert "Smiling and Male move a sample less than a new seed does" in text
+    assert "does not use" not in text
+
+
+def test_guidance_sweep_reads_movement_and_clipping():
+    import torch
+
+    base = torch.linspace(-0.9, 0.9, 100)
+    columns = [base * (1 + 0.25 * k) for k in range(4)]           # w = 1, 2, 3, 4
+    text = readings.guidance_sweep(columns, [1, 2, 3, 4])
+    for k in (1, 2, 3):
+        assert f"{float((columns[k] - base).abs().mean()):.3f} at w = {k + 1}" in text
+    shares = [100 * float((c.abs() > 1).float().mean()) for c in columns]
+    assert shares[0] == 0 and all(b > a for a, b in zip(shares, shares[1:]))
+    assert f"{shares[3]:.1f}% at w = 4" in text and "rises with every step of w" in text
+    same = readings.guidance_sweep([base] * 3, [1, 2, 3])
+    assert "the model does not use the attributes yet" in same and "No pixel leaves" in same
+
+
+def test_null_condition_finds_the_nearest_row_and_the_most_common_combination():
+    import torch
+
+    keys = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    conditioned = _faces_grid(keys, seeds=[0.0, 0.5], effect=(0.3, -0.1))
+    null = _faces_grid([(0, 0)], seeds=[0.0, 0.5], effect=(0, 0)) - 0.1   # nearest: (0, 1)
+    train = torch.tensor([[0, 1]] * 5 + [[1, 1]] * 3 + [[0, 0]] * 2)
+    text = readings.null_condition(null, conditioned, torch.tensor(keys), ("Smiling", "Male"),
+                                   train_attributes=train)
+    assert "nearest to the row 'Male' (0.000) and furthest from 'Smiling' (0.400)" in text
+    assert "most common combination among the training faces is 'Male' (50%)" in text
+    assert "the null samples sit nearest to it" in text
+    train = torch.tensor([[1, 1]] * 6 + [[0, 1]] * 4)
+    text = readings.null_condition(null, conditioned, torch.tensor(keys), ("Smiling", "Male"),
+                                   train_attributes=train)
+    assert "'Smiling, Male' (60%); the null samples do not sit nearest to it" in text
+    flat = _faces_grid(keys, seeds=[0.0, 0.5], effect=(0, 0))
+    text = readings.null_condition(flat[:2], flat, torch.tensor(keys), ("Smiling", "Male"))
+    assert "as far from every row (0.000 to 0.000" in text and "does not use the attributes" in text
+
+
+def test_celeba_data_reads_the_attribute_shares():
+    import torch
+
+    attributes = torch.tensor([[1, 0, 0]] * 3 + [[1, 1, 0]] * 1 + [[0, 0, 1]] * 4)
+    text = readings.celeba_data(attributes, ("Smiling", "Male", "Eyeglasses"), sigma_data=0.5123)
+    assert "Of the 8 training faces, 50% are Smiling, 12% are Male and 50% are Eyeglasses." in text
+    assert "The rarest, Male," in text and "sigma_data = 0.512" in text
