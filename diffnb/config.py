@@ -137,8 +137,9 @@ def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
     """The preset with the profile's loop sizes (epochs, images per epoch, batch); nothing else.
 
     Idempotent: a preset already scaled to ``profile`` is returned as it is. A profile with a
-    larger ``train_batch`` than the preset's raises the batch and scales the learning rate by
-    the square root of the ratio (the square-root rule for Adam, Malladi et al. 2022).
+    larger ``train_batch`` than the preset's raises the batch, one with a smaller
+    ``max_train_batch`` lowers it; either way the learning rate is scaled by the square root of
+    the ratio (the square-root rule for Adam, Malladi et al. 2022).
     """
     profile = profile or runtime.profile()
     if preset.profile == profile.name:
@@ -151,9 +152,14 @@ def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
     train = replace(train, epochs=epochs,
                     epoch_images=profile.epoch_images or train.epoch_images,
                     valid_images=profile.valid_images or train.valid_images)
-    if profile.train_batch and profile.train_batch > train.batch_size:
-        ratio = profile.train_batch / train.batch_size
-        train = replace(train, batch_size=profile.train_batch, lr=train.lr * ratio ** 0.5)
+    batch = train.batch_size
+    if profile.train_batch and profile.train_batch > batch:
+        batch = profile.train_batch
+    if profile.max_train_batch and profile.max_train_batch < batch:
+        batch = profile.max_train_batch
+    if batch != train.batch_size:
+        ratio = batch / train.batch_size
+        train = replace(train, batch_size=batch, lr=train.lr * ratio ** 0.5)
     return replace(preset, train=train, profile=profile.name)
 
 

@@ -39,13 +39,49 @@ def execute(path: Path, *, profile: runtime.Profile, timeout: int = 3600) -> tup
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     with runtime.using_profile(profile):  # the kernel inherits it
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+        # no per-cell timestamps: a notebook's seconds go to results/timings.json instead
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
+    for cell in nb.cells:  # timestamps an earlier nbclient run left
+        cell.get("metadata", {}).pop("execution", None)
+    stable_widget_ids(nb, salt=path.name)
     nb.metadata["diffnb"] = {"profile": profile.name, "device": runtime.device_name()}
     out = destination(path, profile)
     atomic_write(out, nbformat.writes(nb) + "\n")
     return out, seconds
+
+
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def stable_widget_ids(nb, *, salt: str) -> int:
+    """Replace the kernel's random widget model ids (uuid4 hex) by ids derived from ``salt`` and
+    their order of creation, everywhere they occur (the saved widget state, the references
+    ``IPY_MODEL_<id>`` inside it, the cells' widget views), so that executing a notebook twice
+    saves the same outputs. Returns how many ids were replaced."""
+    import hashlib
+    import json
+
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    views = [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells
+             for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
+    ids = list(dict.fromkeys([*state, *views]))
+    if not ids:
+        return 0
+    new = {old: hashlib.sha256(f"{salt}:{k}".encode()).hexdigest()[:32] for k, old in enumerate(ids)}
+    if state:
+        text = json.dumps(state)
+        for old, fresh in new.items():
+            text = text.replace(old, fresh)
+        nb.metadata["widgets"][_WIDGET_STATE]["state"] = json.loads(text)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get(_WIDGET_VIEW)
+            if view is not None:
+                view["model_id"] = new[view["model_id"]]
+    return len(new)
 
 
 def run_all(*, profile: runtime.Profile, paths: list[Path] | None = None) -> dict:

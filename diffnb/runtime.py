@@ -38,6 +38,8 @@ class Profile:
     floor_ns: tuple[int, ...] = ()           # n of the real-vs-real FID curve (notebook 05)
     nfe_steps: dict = field(default_factory=dict)  # solver -> step counts (notebook 06)
     train_batch: int | None = None  # raise smaller preset batches to this (lr * sqrt(ratio))
+    max_train_batch: int | None = None  # lower larger preset batches to this (lr * sqrt(ratio))
+    heun_steps: int = 18            # Heun steps of notebook 06 (EDM's 18 for 32x32: NFE 35)
 
 
 PROFILES = {
@@ -46,19 +48,23 @@ PROFILES = {
                     fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
                     sampler_steps=50, floor_ns=(16, 32, 64, 128, 256, 512, 1024, 2048, 5000),
                     nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)},
-                    train_batch=256),
+                    train_batch=256, heun_steps=18),
     # Minutes on 2 CPU cores without native bf16 (fp32 at ~0.1 TFLOP/s): every architecture of
-    # the report, 2-4 epochs of 128 images, 10 Euler steps, a few samples per class.
+    # the report, 2-4 epochs of 128 images, 10 Euler steps or 5 Heun steps (NFE 10 and 9), a few
+    # samples per class. Batches of at most 32, so that every run takes at least 8 steps: with
+    # zero-initialised output layers, the label reaches the output only from the third step on.
     "quick": Profile(name="quick", epochs_scale=0.04, epoch_images=128, valid_images=64,
                      grid_samples=16, per_class_samples=4, fid_report_per_class=4,
                      fid_standard_n=40, fid_standard_per_class=4, fid_test_n=200,
                      sampler_steps=10, floor_ns=(4, 8, 16, 32, 64),
-                     nfe_steps={"euler": (5, 10), "heun": (3, 6)}),
+                     nfe_steps={"euler": (5, 10), "heun": (3, 6)}, max_train_batch=32,
+                     heun_steps=5),
     # The CI rehearsal of the GPU run queue (tests/test_pipeline.py): seconds, not minutes.
     "tiny": Profile(name="tiny", epochs_scale=0.04, epoch_images=64, valid_images=64,
                     grid_samples=4, per_class_samples=2, fid_report_per_class=3,
                     fid_standard_n=20, fid_standard_per_class=2, fid_test_n=40,
-                    sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)}),
+                    sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)},
+                    max_train_batch=32, heun_steps=2),
 }
 
 # The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".

@@ -19,19 +19,19 @@ from diffnb.results import atomic_write
 
 SEED = 0
 GUIDANCE = 1.5
-HEUN = ("heun", 18)
 
 
-def ablation_changes(guidance: float = GUIDANCE) -> list:
-    """Slide 11 from the report's best (class_2) to our best, one change at a time."""
+def ablation_changes(guidance: float = GUIDANCE, *, profile: runtime.Profile) -> list:
+    """Slide 11 from the report's best (class_2) to our best, one change at a time; Heun with the
+    profile's ``heun_steps`` (EDM's 18 in the full profile)."""
     from diffnb.evaluation import Change, SamplerSpec
 
-    heun = dict(solver=HEUN[0], steps=HEUN[1])
+    heun = dict(solver="heun", steps=profile.heun_steps)
     return [
         Change("report's best (class_2), report's Euler sampler", "class_2", SamplerSpec()),
         Change("+ warm-up/cosine LR", "class_2_sched_ema", SamplerSpec(weights="raw")),
         Change("+ EMA", "class_2_sched_ema", SamplerSpec()),
-        Change(f"+ Heun, {HEUN[1]} steps", "class_2_sched_ema", SamplerSpec(**heun)),
+        Change(f"+ Heun, {profile.heun_steps} steps", "class_2_sched_ema", SamplerSpec(**heun)),
         Change("UNet", "unet", SamplerSpec(**heun)),
         Change("+ attention", "unet_attn", SamplerSpec(**heun)),
         Change("+ CFG training, guidance 1", "unet_attn_cfg", SamplerSpec(**heun)),
@@ -133,11 +133,11 @@ def run(name: str, ctx) -> dict:
 
     p = ctx.profile
     if name == "ablation":
-        changes = ablation_changes()
+        changes = ablation_changes(profile=p)
         trained = {c.preset: ctx.trained(c.preset) for c in changes}
         return {"FID": evaluation.ablation(changes, trained, seed=ctx.seed)["FID"].tolist()}
     if name == "best_per_class":
-        best = ablation_changes()[-1]
+        best = ablation_changes(profile=p)[-1]
         s = evaluation.score(ctx.trained(best.preset), spec=best.spec, seed=ctx.seed,
                              protocols=("report",), tag="__best_report")
         return {"average": s["report"]["average"]}
@@ -175,9 +175,9 @@ def sampling_work(stage, profile: runtime.Profile) -> list[tuple[int, int, str]]
         return [(_scoring_samples(c.preset, profile, ("standard",)),
                  sampling.nfe(c.spec.steps or steps, c.spec.solver) * (2 if c.spec.guidance != 1
                                                                        else 1), c.preset)
-                for c in ablation_changes()]
+                for c in ablation_changes(profile=profile)]
     if name == "study:best_per_class":
-        return [(10 * profile.fid_report_per_class, 2 * sampling.nfe(HEUN[1], HEUN[0]),
+        return [(10 * profile.fid_report_per_class, 2 * sampling.nfe(profile.heun_steps, "heun"),
                  "unet_attn_cfg")]
     if name == "study:fid_vs_nfe":
         return [(_scoring_samples("unet_attn", profile, ("standard",)), sampling.nfe(k, solver),
