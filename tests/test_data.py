@@ -40,6 +40,12 @@ def test_sigma_data_is_about_the_reports_value():
     assert data.sigma_data() == pytest.approx(0.665, abs=0.005)
 
 
+def test_sigma_data_from_the_histogram_equals_a_pass_over_the_images():
+    train, _ = data.train_valid_split()
+    x = torch.cat([data.to_model_space(c).double().flatten() for c in train.images.split(10_000)])
+    assert data.sigma_data() == pytest.approx(x.std(unbiased=False).item(), rel=1e-9)  # float64
+
+
 def test_class_names_and_label_checks():
     assert data.CLASS_NAMES[0] == "T-shirt/top" and data.CLASS_NAMES[9] == "Ankle boot"
     assert data.check_label(0) == 0
