@@ -222,6 +222,21 @@ def test_the_repository_cites_only_what_a_reader_can_find():
         assert not re.search(rf"\b{private}\b", text), f"{name} cites {private}"
 
 
+README_CODE_LINK = re.compile(r"\[`(\w+)\.(\w+)[^`]*`\]\((diffnb/[\w/]+)\.py\)")
+
+
+def test_the_readmes_code_links_name_what_their_file_defines():
+    """The course table's "code behind each figure" column: every [`module.name`](diffnb/....py)
+    names a module that is that file and a name the module defines."""
+    import importlib
+
+    links = README_CODE_LINK.findall((ROOT / "README.md").read_text())
+    assert len(links) >= 20, "the README's code column is gone"
+    for module, name, path in links:
+        assert path == f"diffnb/{module}", f"[`{module}.{name}`] links {path}.py"
+        assert hasattr(importlib.import_module(f"diffnb.{module}"), name), f"diffnb.{module}.{name}"
+
+
 # ---- the rules, on synthetic notebooks: each one must catch what it is for ------------------
 
 def nb_with(*outputs, source="x = 1") -> dict:
