@@ -323,7 +323,8 @@ def test_guidance_sweep_reads_movement_and_clipping():
     assert shares[0] == 0 and all(b > a for a, b in zip(shares, shares[1:]))
     assert f"{shares[3]:.1f}% at w = 4" in text and "rises with every step of w" in text
     same = readings.guidance_sweep([base] * 3, [1, 2, 3])
-    assert "the model does not use the attributes yet" in same and "No pixel leaves" in same
+    assert "the model does not use its condition (class or attributes) yet" in same
+    assert "No pixel leaves" in same
 
 
 def test_null_condition_finds_the_nearest_row_and_the_most_common_combination():
