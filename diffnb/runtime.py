@@ -64,7 +64,7 @@ PROFILES = {
                     grid_samples=4, per_class_samples=2, fid_report_per_class=3,
                     fid_standard_n=20, fid_standard_per_class=2, fid_test_n=40,
                     sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)},
-                    max_train_batch=32, heun_steps=2),
+                    heun_steps=2),
 }
 
 # The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".
