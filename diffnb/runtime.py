@@ -50,10 +50,10 @@ PROFILES = {
                     nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)},
                     train_batch=256, heun_steps=18),
     # Minutes on 2 CPU cores without native bf16 (fp32 at ~0.1 TFLOP/s): every architecture of
-    # the report, 2-4 epochs of 128 images, 10 Euler steps or 5 Heun steps (NFE 10 and 9), a few
-    # samples per class. Batches of at most 32, so that every run takes at least 8 steps: with
-    # zero-initialised output layers, the label reaches the output only from the third step on.
-    "quick": Profile(name="quick", epochs_scale=0.04, epoch_images=128, valid_images=64,
+    # the report, 2-4 epochs of 64 images, 10 Euler steps or 5 Heun steps (NFE 10 and 9), a few
+    # samples per class. Batches of at most 32, so that every run takes at least 4 steps: with
+    # zero-initialised output layers, the label gets its first gradient at the third step.
+    "quick": Profile(name="quick", epochs_scale=0.04, epoch_images=64, valid_images=64,
                      grid_samples=16, per_class_samples=4, fid_report_per_class=4,
                      fid_standard_n=40, fid_standard_per_class=4, fid_test_n=200,
                      sampler_steps=10, floor_ns=(4, 8, 16, 32, 64),
