@@ -40,6 +40,7 @@ from diffnb.results import atomic_path, atomic_write
 
 PART_LIMIT = 16 * MIB - 64 * 1024       # a file that comes back: 16 MiB, with room to spare
 MAX_PARTS = 7                            # + the manifest: 8 files back
+RECEIVED = ".gpu/received"               # written by receive: what a command made is newer
 
 
 # ---- coming back ---------------------------------------------------------------------------
@@ -83,16 +84,33 @@ def _arcname(path: Path, root: Path) -> str:
     raise TransportError(f"{path} is outside the checkout")
 
 
-def pack(root: Path, out: Path, *, profile: runtime.Profile) -> list[Path]:
-    """Tar the outputs, cut into at most MAX_PARTS parts, plus ``pack.json`` (sha256s)."""
-    buf = io.BytesIO()
-    files = {}
+def _tar(root: Path, paths: list[Path]) -> tuple[bytes, dict]:
+    buf, files = io.BytesIO(), {}
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:  # fp32: ~7% anyway
-        for path in outputs(root, profile):
+        for path in paths:
             name = _arcname(path, root)
             tar.add(path, arcname=name)
             files[name] = {"sha256": file_sha256(path), "mtime": path.stat().st_mtime}
-    data = buf.getvalue()
+    return buf.getvalue(), files
+
+
+def pack(root: Path, out: Path, *, profile: runtime.Profile,
+         since: float | None = None) -> list[Path]:
+    """Tar the outputs (those written after ``since``, a time stamp, when given: what this
+    command made), cut into at most MAX_PARTS parts, plus ``pack.json`` (sha256s). Resume
+    points that do not fit are left out, largest first, with a warning: what is finished always
+    comes back."""
+    paths = [p for p in outputs(root, profile) if since is None or p.stat().st_mtime > since]
+    resume = sorted(set(paths) & set(resume_points(profile)), key=lambda p: p.stat().st_size)
+    data, files = _tar(root, paths)
+    while len(data) > MAX_PARTS * PART_LIMIT and resume:
+        left_out = resume.pop()
+        print(f"pack: warning: left out {_arcname(left_out, root)} "
+              f"({left_out.stat().st_size / MIB:.0f} MiB) to fit {MAX_PARTS} parts of 16 MiB: if "
+              "the machine goes cold before the next command, that run starts again from its "
+              "last checkpoint that came back", file=sys.stderr)
+        paths.remove(left_out)
+        data, files = _tar(root, paths)
     parts = [data[i:i + PART_LIMIT] for i in range(0, len(data), PART_LIMIT)] or [b""]
     if len(parts) > MAX_PARTS:
         raise TransportError(f"the pack is {len(data) / MIB:.1f} MiB, more than {MAX_PARTS} "
@@ -168,6 +186,8 @@ def main(argv=None) -> None:
     pk = sub.add_parser("pack", help="there: pack the outputs into OUT")
     pk.add_argument("out")
     pk.add_argument("profile", choices=sorted(runtime.PROFILES))
+    pk.add_argument("--since", default=None, help="a file: only what was written after it "
+                    "(receive writes .gpu/received)")
     up = sub.add_parser("unpack", help="here: restore a pack")
     up.add_argument("folder")
     up.add_argument("--force", action="store_true")
@@ -181,8 +201,12 @@ def main(argv=None) -> None:
                   + "".join(f"\n  {k}: the machine's own kept" for k in r["kept"]))
             if args.wheels:
                 print("receive:", install_wheels(root, Path(args.wheels), r["waiting"]))
+            atomic_write(root / RECEIVED, "")   # pack --since: what the command itself wrote
         elif args.cmd == "pack":
-            for path in pack(root, Path(args.out), profile=runtime.PROFILES[args.profile]):
+            since = Path(args.since).stat().st_mtime if args.since and \
+                Path(args.since).exists() else None
+            for path in pack(root, Path(args.out), profile=runtime.PROFILES[args.profile],
+                             since=since):
                 print(f"pack: {path.name} {path.stat().st_size / MIB:.2f} MiB")
         else:
             r = unpack(Path(args.folder), root, force=args.force)

@@ -30,7 +30,7 @@ COMMAND = ("set -e; export PYTHONUNBUFFERED=1 DIFFNB_DATA_DIR=$PWD/.gpu/data "
            "PYTHONPATH=$PWD/.gpu/site:$PWD DIFFNB_COMMIT={commit}; nvidia-smi -L; "
            "python3 -m diffnb.transport receive --wheels .gpu/site; "
            "python3 -m diffnb.pipeline {profile} --deadline {deadline} --session-left {left}"
-           "{extra} || true; python3 -m diffnb.transport pack $OUT {profile}")
+           "{extra} || true; python3 -m diffnb.transport pack $OUT {profile} --since .gpu/received")
 
 
 def wheels() -> dict[str, Path]:
