@@ -87,12 +87,19 @@ def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
             r: sum(f.stat().st_size for f in v.values()) for r, v in files.items()},
             model_bytes=model_bytes, tree_bytes=carry.tree_bytes(ROOT),
             device_minutes=device_minutes)
-    print(f"| session | call | carries MiB | --deadline | expected to finish |\n|---|---|---|"
-          f"---|---|  ({device_minutes:g} device minutes a session; estimates)")
+    print(f"Forecast ({device_minutes:g} device minutes a session; estimates, "
+          f"{sessions.START_S} s to start a machine, {sessions.COMMAND_S + sessions.GAP_S} s "
+          "per call besides its queue time):\n")
+    print("| session | call | carries MiB | --deadline s | expected to finish |\n|---|---|---|---|"
+          "---|")
     for k, calls in enumerate(plan, 1):
         for c in calls:
             print(f"| {k} | {c.number} | {c.carry_bytes / carry.MIB:.1f} | {c.deadline_s} | "
                   f"{', '.join(c.finishes) or '-'} |")
+    done = {s for calls in plan for c in calls for s in c.finishes}
+    left = [s.name for s in stages.plan(profile) if s.name not in set(state["stages"]) | done]
+    print(f"\n{len(plan)} sessions; " + (f"not planned: {', '.join(left)}" if left else
+                                         "every stage planned"))
 
 
 def main() -> None:
