@@ -37,6 +37,15 @@ def _git(root: Path, *args: str, data: bytes | None = None, env: dict | None = N
     return out.stdout.decode().strip()
 
 
+def available(root: Path) -> bool:
+    """Whether ``root`` is inside a git repository (not so a tree copied to a borrowed GPU)."""
+    try:
+        _git(root, "rev-parse", "--git-dir")
+    except GitStoreError:
+        return False
+    return True
+
+
 def read_blob(root: Path, blob: str) -> bytes:
     """The bytes of ``blob`` from the repository at ``root``, with advice when it is absent."""
     try:

@@ -26,6 +26,7 @@ import io
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -109,10 +110,16 @@ def keep(profile: runtime.Profile) -> list[str]:
 
 def materialize(path: Path) -> Path | None:
     """Write a kept file back from git history when its folder's manifest lists it; None when
-    it does not. Raises ``checkpoints.CheckpointError`` with what to do when it cannot."""
+    it does not, or when there is no repository here (a tree copied to a borrowed GPU, which
+    gets the weights it needs carried). Raises ``checkpoints.CheckpointError`` with what to do
+    when the repository lacks the bytes (a shallow clone)."""
     mpath = path.parent / MANIFEST
     entry = json.loads(mpath.read_text())["files"].get(path.name) if mpath.exists() else None
     if entry is None:
+        return None
+    if not gitstore.available(runtime.project_root()):
+        warnings.warn(f"{path.name} is kept in git history, but {runtime.project_root()} is not "
+                      "a git checkout: not used here", stacklevel=2)
         return None
     try:
         data = gitstore.read_blob(runtime.project_root(), entry["blob"])
@@ -126,13 +133,15 @@ def materialize(path: Path) -> Path | None:
 
 
 def restore(profile: runtime.Profile) -> dict:
-    """Every kept file written back, and the GPU run's score stamps put where evaluation looks."""
+    """Every kept file written back, and the GPU run's score stamps put where evaluation looks
+    (a stamp already there is left as it is)."""
     placed = []
     for name in read_manifest(profile)["files"]:
         path = folder(profile) / name
         if not path.exists():
             placed.append(materialize(path).name)
-    stamps = sorted((folder(profile) / "scores").glob(f"{profile.name}_*"))
+    stamps = [s for s in sorted((folder(profile) / "scores").glob(f"{profile.name}_*"))
+              if not (runtime.stamps_dir() / s.name).exists()]   # a newer one here stays
     for stamp in stamps:
         shutil.copyfile(stamp, runtime.stamps_dir() / stamp.name)
     return {"written": placed, "stamps": len(stamps)}

@@ -1,6 +1,7 @@
 """Kept weights (diffnb.weights, diffnb.gitstore): what is kept, committed into git history out of
 the tree, and found again by a fresh clone without training."""
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -116,7 +117,8 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     assert (runtime.stamps_dir() / "tiny_t_short.json").read_text() == '{"stamp": 1}'
 
 
-def test_a_shallow_clone_says_where_the_weights_are(repo, tmp_path, monkeypatch, small_group):
+def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, monkeypatch,
+                                                               small_group):
     small_group()
     training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     weights.keep(TINY)
@@ -128,6 +130,12 @@ def test_a_shallow_clone_says_where_the_weights_are(repo, tmp_path, monkeypatch,
     preset = config.scaled(config.get_preset("t_short"), TINY)
     with pytest.raises(checkpoints.CheckpointError, match="full clone"):
         checkpoints.find_final(preset, TINY)
+    # the tree as it travels to a borrowed GPU (no .git): listed, not used, no error
+    copy = tmp_path / "copy"
+    shutil.copytree(shallow, copy, ignore=shutil.ignore_patterns(".git"))
+    monkeypatch.setattr(runtime, "project_root", lambda: copy)
+    with pytest.warns(UserWarning, match="not a git checkout"):
+        assert checkpoints.find_final(preset, TINY) is None
 
 
 def test_blob_ids_are_gits(tmp_path):
