@@ -125,11 +125,11 @@ def simulate(pending, seconds: dict[str, float], deadlines: list[int], *, arriva
     that a stage which ran used."""
     left = dict(seconds)
     done, used, calls = set(done), set(), []
-    session = sum(deadlines)
     for k, deadline in enumerate(deadlines, 1):
-        call = Call(k, deadline, int(session))
+        call = Call(k, deadline, sum(deadlines[k - 1:]))
         room, ran = float(deadline), False
         for stage in pending:
+            session = room + sum(deadlines[k:])            # queue seconds left in the session
             if room <= 0:
                 break
             res, first = need[stage.name]
@@ -145,7 +145,7 @@ def simulate(pending, seconds: dict[str, float], deadlines: list[int], *, arriva
                     break                          # stop before: it waits for the next call
                 run = left[stage.name]
             left[stage.name] -= run
-            room, session = room - run, session - run
+            room -= run
             used |= res
             call.works_on.append(stage.name)
             if left[stage.name] > 1e-9:

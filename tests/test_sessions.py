@@ -31,7 +31,8 @@ def here(tmp_path, monkeypatch):
 def _limits_hold(plan):
     assert sessions.START_S + sum(c.deadline_s + sessions.COMMAND_S + sessions.GAP_S
                                   for c in plan.calls) <= 15 * 60
-    for c in plan.calls:
+    for k, c in enumerate(plan.calls):
+        assert c.session_left_s == sum(d.deadline_s for d in plan.calls[k:])
         assert c.deadline_s + sessions.COMMAND_S <= sessions.CALL_LIMIT_S
         assert c.carry_bytes <= ROOM
     started = {s for c in plan.calls for s in c.works_on if s.startswith("train:")}
