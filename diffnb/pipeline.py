@@ -1,6 +1,7 @@
 """The run queue: a profile's work as named stages in order of value, cut by a deadline.
 
     python -m diffnb.pipeline full --deadline 540    # one GPU command: work for at most 540 s
+    python -m diffnb.pipeline full --deadline 300 --session-left 600   # ... in a GPU session
     python -m diffnb.pipeline quick                  # everything, no deadline (make reproduce)
     python -m diffnb.pipeline full --list            # stages, FLOPs, expected minutes, done
 
@@ -16,7 +17,10 @@ Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skippe
 no stage is started that is not expected to finish before the deadline (the measured time of
 the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
 resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost.
+exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session, whose end loses an
+unfinished training) no training is started that is not expected to finish in it. A stage waits
+(and the queue goes on with the next) for what this machine lacks: the models it reads, carried
+files still in transit, packages, the FID weights; the notebooks wait for every other stage.
 """
 from __future__ import annotations
 

@@ -165,8 +165,8 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
     total = sum(len(d) for d in files.values()) / (1 << 20)
     return gitstore.commit_out_of_tree(root, files, manifest=f"{rel}/{MANIFEST}",
                                        manifest_text=text, messages=(
-        f"{rel}: {len(files)} models, {total:.1f} MiB of fp16 weights (kept in history; the "
-        "next commit takes them out of the tree)",
+        f"{rel}: {len(files)} model{'s' * (len(files) != 1)}, {total:.1f} MiB of fp16 weights "
+        "(kept in history; the next commit takes them out of the tree)",
         f"{rel}: the weights out of the tree again; MANIFEST.json lists them (git blob ids)"))
 
 
