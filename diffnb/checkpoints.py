@@ -9,8 +9,9 @@ A run lives in ``checkpoints/<profile>/<arch>-<run key>/``:
                        reader needs to sample. Results are always computed from the fp16-rounded
                        weights (:func:`round_half`), so a full and a compact checkpoint give the
                        same samples and the same FID.
-Committed compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
-reader gets real samples") are found too, so a reader without a GPU samples the full run's models.
+Kept compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
+reader gets real samples") are found too, so a reader without a GPU samples the full run's models:
+their bytes are kept in git history and written there from it on first use (``diffnb.weights``).
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def compact(blob: dict) -> dict:
     ema = blob.get("ema")
     if ema is not None:
         ema = {k: v.half() if v.is_floating_point() else v for k, v in ema.items()}
-    keep = ("run_key", "preset", "profile", "epoch", "sigma_data", "history")
+    keep = ("run_key", "preset", "profile", "epoch", "sigma_data", "history", "trained_on")
     return {"format": FORMAT, "kind": "half", **{k: blob.get(k) for k in keep},
             "model": half, "ema": ema}
 
@@ -101,14 +102,21 @@ def is_compact(blob: dict) -> bool:
     return blob.get("kind") == "half"
 
 
-def find_final(preset: Preset, profile: runtime.Profile) -> Path | None:
-    """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, committed."""
+def find_final(preset: Preset, profile: runtime.Profile, *,
+               materialize: bool = True) -> Path | None:
+    """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, kept
+    (``weights/``; written from git history first when ``materialize`` and its manifest lists
+    it, see ``diffnb.weights``)."""
     epochs = preset.train.epochs
     folder = run_dir(preset, profile)
-    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True),
-                 committed_path(preset, profile, epochs)):
+    kept = committed_path(preset, profile, epochs)
+    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True), kept):
         if path.exists():
             return path
+    if materialize:
+        from diffnb import weights
+
+        return weights.materialize(kept)
     return None
 
 
@@ -130,7 +138,8 @@ def restore(st, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
     """Load a checkpoint into a ``training.TrainState``: weights (fp16 ones back to fp32), and
     for a full checkpoint the optimizer, scheduler and RNG too."""
     check(blob, preset, path, profile)
-    models_ = [(st.denoiser, blob["model"])]
+    # kept weights may hold the EMA alone (diffnb.weights.parts): it then stands for both
+    models_ = [(st.denoiser, blob["model"] if blob["model"] is not None else blob["ema"])]
     if st.ema is not None and blob["ema"] is not None:
         models_.append((st.ema, blob["ema"]))
     for den, state in models_:
@@ -154,7 +163,9 @@ def state_blob(st, preset: Preset, profile: runtime.Profile) -> dict:
             "model": st.denoiser.state_dict(),
             "ema": st.ema.state_dict() if st.ema is not None else None,
             "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
-            "history": st.history, "rng": {"torch": torch.get_rng_state()}}
+            "history": st.history, "rng": {"torch": torch.get_rng_state()},
+            "trained_on": {"device": runtime.device_name(), "torch": str(torch.__version__),
+                           "commit": runtime.code_commit()}}
 
 
 def fingerprint(module: torch.nn.Module) -> str:

@@ -1,6 +1,7 @@
 """The run queue: a profile's work as named stages in order of value, cut by a deadline.
 
     python -m diffnb.pipeline full --deadline 540    # one GPU command: work for at most 540 s
+    python -m diffnb.pipeline full --deadline 300 --session-left 600   # ... in a GPU session
     python -m diffnb.pipeline quick                  # everything, no deadline (make reproduce)
     python -m diffnb.pipeline full --list            # stages, FLOPs, expected minutes, done
 
@@ -16,13 +17,15 @@ Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skippe
 no stage is started that is not expected to finish before the deadline (the measured time of
 the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
 resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost.
+exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session, whose end loses an
+unfinished training) no training is started that is not expected to finish in it. A stage waits
+(and the queue goes on with the next) for what this machine lacks: the models it reads, carried
+files still in transit, packages, the FID weights; the notebooks wait for every other stage.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,14 +33,22 @@ from pathlib import Path
 
 import torch
 
-from diffnb import config, flops, runtime, training
+from diffnb import carry, checkpoints, config, runtime, training
 from diffnb.results import atomic_write
-
-TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
-                ("base_2",), ("base_1",))
-# Effective throughput assumed before anything was measured (TFLOP/s): bf16 convolutions and
-# fp32 Inception (TF32 off) on an H100/H200-class card; a 2-core AVX2 CPU (training in fp32).
-ASSUMED_TFLOPS = {"cuda": {"bf16": 250.0, "fp32": 40.0}, "cpu": {"bf16": 0.12, "fp32": 0.09}}
+from diffnb.stages import (  # noqa: F401  (the queue's public names, defined in stages)
+    ASSUMED_TFLOPS,
+    CELEBA_STAGE,
+    TRAIN_GROUPS,
+    Stage,
+    calibration,
+    celeba_lacks,
+    expected_seconds,
+    needs_fid,
+    plan,
+    prior_seconds,
+    reads_models,
+    stage_flops,
+)
 
 
 class Unfinished(Exception):
@@ -47,13 +58,6 @@ class Unfinished(Exception):
     def __init__(self, message: str, *, progressed: bool = True):
         super().__init__(message)
         self.progressed = progressed
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    kind: str                      # train | fid | study | notebooks
-    presets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,78 +71,57 @@ class Context:
     _trained: dict = field(default_factory=dict)
 
     def trained(self, name: str) -> training.Trained:
+        """A finished model; never trains one (a training here would ignore the deadline)."""
         if name not in self._trained:
-            t = training.load_or_train(name, profile=self.profile, device=self.device,
-                                       progress=False)
-            if not t.finished:
-                raise Unfinished(f"{name} is not trained yet")
-            self._trained[name] = t
+            preset = config.scaled(config.get_preset(name), self.profile)
+            if checkpoints.find_final(preset, self.profile) is None:
+                raise Unfinished(f"{name} is not trained yet", progressed=False)
+            self._trained[name] = training.load_or_train(preset, profile=self.profile,
+                                                         device=self.device, progress=False)
         return self._trained[name]
 
     def left(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
 
-def plan(profile: runtime.Profile) -> list[Stage]:
-    """Every stage of a profile, in the order they run."""
-    improvements = tuple(p.name for p in config.IMPROVEMENT_PRESETS)
-    return [*(Stage("train:" + "+".join(g), "train", g) for g in TRAIN_GROUPS),
-            *(Stage(f"fid:{p.name}", "fid", (p.name,)) for p in config.REPORT_PRESETS),
-            Stage("study:class0_bug", "study", ("class_2",)),
-            *(Stage(f"train:{name}", "train", (name,)) for name in improvements),
-            Stage("study:ablation", "study", ("class_2", *improvements)),
-            Stage("study:best_per_class", "study", ("unet_attn_cfg",)),
-            Stage("study:fid_vs_nfe", "study", ("unet_attn",)),
-            Stage("study:zero_init", "study", ("condbn_1",)),
-            Stage("study:floor_curve", "study"),
-            *([CELEBA_STAGE] if celeba_lacks() is None else []),
-            Stage("notebooks", "notebooks")]
-
-
-CELEBA_STAGE = Stage("train:celeba_unet", "train", ("celeba_unet",))
-
-
-def celeba_lacks() -> str | None:
-    """Why notebook 07's training is not planned here (CelebA is not found), or None."""
-    from diffnb import datasets
-
-    return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
-
-
-def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
-    """FLOPs of a stage by precision: training and sampling in bf16, Inception in fp32."""
-    from diffnb import models, studies
-
-    out = {"bf16": 0.0, "fp32": 0.0}
-    for name in stage.presets if stage.kind == "train" else ():
-        p = config.scaled(config.get_preset(name), profile)
-        before = max([0] + [config.scaled(config.get_preset(g), profile).train.epochs
-                            for g in stage.presets[:stage.presets.index(name)]])
-        images = (p.train.epochs - before) * training.steps_per_epoch(p) * p.train.batch_size
-        net = models.build(p.model)
-        out["bf16"] += flops.train_flops(net, images, labels=p.model.class_conditional)
-    for samples, nfe, name in studies.sampling_work(stage, profile):
-        p = config.get_preset(name)
-        out["bf16"] += flops.sampling_flops(models.build(p.model), samples, nfe,
-                                            labels=p.model.class_conditional)
-    out["fp32"] += flops.inception_flops(studies.inception_images(stage, profile))
-    return out
-
-
-def prior_seconds(stage: Stage, profile: runtime.Profile, device: torch.device) -> float:
-    rate = ASSUMED_TFLOPS.get(device.type, ASSUMED_TFLOPS["cpu"])
-    f = stage_flops(stage, profile)
-    return sum(f[k] / (rate[k] * 1e12) for k in f)
-
-
-def missing(stage: Stage) -> str | None:
-    """What a stage needs that this machine lacks (a GPU machine before the carries arrived)."""
+def missing(stage: Stage, profile: runtime.Profile, state: dict) -> str | None:
+    """What a stage waits for that this machine lacks: the carried data or resume point still
+    in transit, a model not trained yet, every other stage (the notebooks), packages, the FID
+    weights (a GPU machine before the carries arrived)."""
     from importlib.util import find_spec
 
+    transit = carry.in_transit(runtime.outputs_root())
+    if any(d.startswith(".gpu/data/") for d in transit):
+        return "the data (still in transit: the next command's carry)"
+    if stage.kind == "train":
+        for name in stage.presets:
+            preset = config.scaled(config.get_preset(name), profile)
+            folder = checkpoints.run_dir(preset, profile)
+            if any(d.startswith(f"checkpoints/{profile.name}/{folder.name}/") for d in transit):
+                return f"the resume point of {name} (still in transit)"
+            last = folder / "last.pt"   # a run past an unfinished member would start it anew
+            if checkpoints.find_final(preset, profile) is None and last.exists() and \
+                    checkpoints.load(last)["epoch"] > preset.train.epochs:
+                half = checkpoints.final_name(preset.train.epochs, half=True)
+                return f"the finished weights of {name} (its run is past them: carry {half})"
+        return None
     if stage.kind == "notebooks":
-        need = [m for m in ("nbclient", "ipykernel", "pytorch_fid") if find_spec(m) is None]
-        return f"the packages {', '.join(need)}" if need else None
-    if stage.kind == "train" or stage.name == "study:zero_init":
+        others = [s.name for s in plan(profile) if s.kind != "notebooks"
+                  and s.name not in state["stages"]]
+        if others:
+            return f"every other stage ({others[0]} is not done)"
+        need = [m for m in ("nbclient", "ipykernel") if find_spec(m) is None]
+        if need:
+            return f"the packages {', '.join(need)}"
+    for name in reads_models(stage, profile):
+        preset = config.scaled(config.get_preset(name), profile)
+        try:
+            found = checkpoints.find_final(preset, profile)
+        except checkpoints.CheckpointError as err:
+            return f"the weights of {name} ({err})"
+        if found is None:
+            return f"the weights of {name} (trained by an earlier stage, or carried)"
+    if not needs_fid(stage):
         return None
     from diffnb import fid
 
@@ -164,7 +147,9 @@ def run_stage(stage: Stage, ctx: Context) -> dict:
             if not t.finished:
                 raise Unfinished(f"{name}: {done}/{t.preset.train.epochs} epochs",
                                  progressed=progressed)
-        return {"epochs": {n: len(ctx.trained(n).history["train_loss"]) for n in stage.presets}}
+        last = ctx.trained(stage.presets[-1]).history   # a group shares one run's history
+        return {"epochs": {n: len(ctx.trained(n).history["train_loss"]) for n in stage.presets},
+                "train_seconds": round(sum(last["epoch_seconds"]), 2)}
     if stage.kind == "fid":
         s = evaluation.score(ctx.trained(stage.presets[0]), seed=ctx.seed)
         return {"report": s["report"]["average"], "standard": s["standard"]["pooled"]}
@@ -202,29 +187,28 @@ def save_state(profile: runtime.Profile, state: dict) -> None:
                  json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
-def calibration(state: dict, device_name: str) -> float:
-    """Median of measured / FLOP-estimated seconds of the finished non-training stages here."""
-    ratios = [s["seconds"] / s["prior_seconds"] for s in state["stages"].values()
-              if s.get("device") == device_name and s.get("kind") != "train"
-              and s.get("prior_seconds", 0) > 0.5]
-    return statistics.median(ratios) if ratios else 1.0
-
-
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
-        device=None, seed: int = 0, compile: bool | str = False) -> dict:
-    """Run the pending stages of ``profile`` until done or ``deadline_s`` from now."""
+        device=None, seed: int = 0, compile: bool | str = False,
+        session_left_s: float | None = None) -> dict:
+    """Run the pending stages of ``profile`` until done or ``deadline_s`` from now.
+
+    ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
+    command included; a training stage expected to need more is not started (a session's end
+    loses an unfinished training), the stages after it still run."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
-                    compile=compile)
+                    compile=compile, session_left_s=session_left_s)
 
 
-def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -> dict:
+def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
+         session_left_s) -> dict:
     import fnmatch
 
     ctx = Context(profile, torch.device(device) if device else runtime.device(), seed=seed,
                   compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
+    session_end = None if session_left_s is None else ctx.started + session_left_s
     state, name = load_state(profile), runtime.device_name()
     stages = [s for s in plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
                                                           for pat in only)]
@@ -235,11 +219,18 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile) -
     for stage in stages:
         if stage.name in state["stages"]:
             continue
-        lacking = missing(stage)
+        lacking = missing(stage, profile, state)
         if lacking:
             print(f"pipeline: {stage.name} waits for {lacking}; going on with the next stages")
             continue
         prior = prior_seconds(stage, profile, ctx.device)
+        if stage.kind == "train" and session_end is not None:
+            need = expected_seconds(stage, profile, ctx.device, state, device_name=name)
+            if need > session_end - time.monotonic():
+                print(f"pipeline: {stage.name} (~{need:.0f} s) would not finish in what is left "
+                      f"of this session (~{session_end - time.monotonic():.0f} s): not started, "
+                      "nothing is lost; the next session begins with it.")
+                continue
         expect = prior * calibration(state, name) if stage.kind != "train" else 0.0
         if ran_here and expect > ctx.left():
             print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
@@ -292,6 +283,8 @@ def main(argv=None) -> None:
     p.add_argument("profile", nargs="?", default=None, choices=sorted(runtime.PROFILES),
                    help="default: $DIFFNB_PROFILE, else full with CUDA and quick without")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now")
+    p.add_argument("--session-left", type=float, default=None, help="seconds of queue work "
+                   "left in this GPU session, this command included (scripts/gpu/README.md)")
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--device", default=None)
@@ -308,7 +301,7 @@ def main(argv=None) -> None:
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
         run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
-            compile=compile_mode)
+            compile=compile_mode, session_left_s=args.session_left)
 
 
 if __name__ == "__main__":

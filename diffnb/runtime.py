@@ -229,6 +229,28 @@ def autocast(device, amp: bool):
         else nullcontext()
 
 
+COMMIT_ENV = "DIFFNB_COMMIT"
+
+
+@lru_cache(maxsize=1)
+def code_commit() -> str:
+    """The git commit this code is (``DIFFNB_COMMIT`` where the tree travelled without its
+    history, as to a borrowed GPU), with ``+dirty`` for uncommitted changes; "unknown" outside
+    a checkout."""
+    import subprocess
+
+    if os.environ.get(COMMIT_ENV, "").strip():
+        return os.environ[COMMIT_ENV].strip()
+    try:
+        run = dict(cwd=project_root(), capture_output=True, text=True, timeout=10, check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               **run).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def device_name() -> str:
     dev = device()
     if dev.type == "cuda":

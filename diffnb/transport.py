@@ -1,148 +1,46 @@
 """Moving a run to a borrowed GPU machine and its outputs back, inside the device tool's limits.
 
 Going there (each command carries the tree plus at most 64 MiB; see scripts/gpu/README.md):
-  ``carry``    here: the files the machine lacks (the data, the FID weights, wheels of missing
-               packages, finished compact checkpoints) cut into chunks and dealt into carry
-               folders ``.gpu/carry1``, ``.gpu/carry2``, ..., each with a sha256 manifest;
-  ``receive``  there: reassembles every file whose chunks have all arrived (the machine keeps
-               earlier commands' carry folders while warm), checks its sha256 and puts it in
-               place; names the carry folder a missing chunk travels in.
+  ``carry``    here: ``diffnb.carry.deal`` (``scripts/gpu/prepare.py`` picks the files);
+  ``receive``  there: ``diffnb.carry.receive`` reassembles what has arrived, checks its sha256.
 Coming back (at most 8 files of 16 MiB from ``$OUT``):
   ``pack``     there: a tar of what the finished stages made (compact fp16 checkpoints,
-               results, figures, executed notebooks, score stamps), cut into parts with a
+               results, figures, executed notebooks, score stamps) and of what an unfinished one
+               needs to go on (the resume point of each planned run that is not finished: its
+               ``last.pt``, or the ``eNNNN.pt`` a continuation starts from), cut into parts with a
                manifest of sha256s;
   ``unpack``   here: refuses a corrupt or missing part by name, then restores the files, never
                overwriting a newer local file without saying so (``--force`` to overwrite).
+A machine that goes cold between two commands thus loses nothing finished, not even an epoch.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
-import shutil
 import sys
 import tarfile
 from pathlib import Path
 
 from diffnb import runtime
+from diffnb.carry import (  # noqa: F401  (transport's names since before carry.py)
+    CARRY_LIMIT,
+    MANIFEST,
+    MIB,
+    TransportError,
+    deal,
+    file_sha256,
+    install_wheels,
+    receive,
+    sha256,
+    tree_bytes,
+)
 from diffnb.results import atomic_path, atomic_write
 
-MIB = 1 << 20
 PART_LIMIT = 16 * MIB - 64 * 1024       # a file that comes back: 16 MiB, with room to spare
 MAX_PARTS = 7                            # + the manifest: 8 files back
-CARRY_LIMIT = 64 * MIB                   # tree + carried paths, per command
-MANIFEST = "manifest.json"
-
-
-class TransportError(RuntimeError):
-    pass
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MIB), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_bytes(root: Path) -> int:
-    """Bytes of what travels anyway: tracked and untracked-not-ignored files."""
-    import subprocess
-
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, check=True).stdout
-    return sum((root / f).stat().st_size for f in out.decode().split("\0")
-               if f and (root / f).is_file())
-
-
-# ---- going there ---------------------------------------------------------------------------
-
-def deal(files: dict[str, Path], out: Path, *, budget: int, chunk: int = 8 * MIB) -> list[Path]:
-    """Cut ``files`` ({destination relative to the repo: source}) into chunks and deal them,
-    in order, into ``out/carry1``, ``out/carry2``, ... of at most ``budget`` bytes each."""
-    if budget < chunk:
-        chunk = max(MIB, budget // 2)
-    for old in out.glob("carry*"):  # earlier carries only: the sources may live beside them
-        shutil.rmtree(old)
-    folders, size = [], budget
-    entries = []
-    for dest, src in files.items():
-        data = Path(src).read_bytes()
-        pieces = [data[i:i + chunk] for i in range(0, max(1, len(data)), chunk)]
-        entry = {"dest": dest, "sha256": sha256(data), "bytes": len(data), "chunks": []}
-        for k, piece in enumerate(pieces):
-            if size + len(piece) > budget:
-                folders.append(out / f"carry{len(folders) + 1}")
-                folders[-1].mkdir(parents=True)
-                size = 0
-            name = f"{len(entries):03d}-{k:03d}.bin"
-            (folders[-1] / name).write_bytes(piece)
-            size += len(piece)
-            entry["chunks"].append({"name": name, "folder": folders[-1].name,
-                                    "sha256": sha256(piece)})
-        entries.append(entry)
-    for folder in folders:
-        atomic_write(folder / MANIFEST, json.dumps({"files": entries}, indent=1) + "\n")
-    return folders
-
-
-def receive(root: Path, *, carry_root: Path | None = None) -> dict[str, list[str]]:
-    """Reassemble every file whose chunks are all in the carry folders; report the rest."""
-    carry_root = carry_root or root / ".gpu"
-    folders = sorted(carry_root.glob("carry*"))
-    entries = {}
-    for folder in folders:
-        for e in json.loads((folder / MANIFEST).read_text())["files"]:
-            entries[e["dest"]] = e
-    done, waiting = [], []
-    for dest, e in entries.items():
-        target = root / dest
-        if target.exists() and target.stat().st_size == e["bytes"] and \
-                file_sha256(target) == e["sha256"]:
-            done.append(dest)
-            continue
-        missing = [c for c in e["chunks"] if not (carry_root / c["folder"] / c["name"]).exists()]
-        if missing:
-            waiting.append(f"{dest}: waits for {missing[0]['folder']}")
-            continue
-        parts = []
-        for c in e["chunks"]:
-            piece = (carry_root / c["folder"] / c["name"]).read_bytes()
-            if sha256(piece) != c["sha256"]:
-                raise TransportError(f"chunk {c['folder']}/{c['name']} of {dest} is corrupt "
-                                     "(sha256 mismatch): carry that folder again")
-            parts.append(piece)
-        data = b"".join(parts)
-        if sha256(data) != e["sha256"]:
-            raise TransportError(f"{dest} reassembled with a wrong sha256: carry again")
-        atomic_write(target, data)
-        done.append(dest)
-    return {"placed": done, "waiting": waiting}
-
-
-def install_wheels(root: Path, target: Path, waiting: list[str]) -> str:
-    """``pip install`` the carried wheels into ``target`` once all of them have arrived."""
-    import subprocess
-
-    if any(w.startswith(".gpu/wheels/") for w in waiting):
-        return "wheels: waiting for the rest of them"
-    wheels = sorted((root / ".gpu" / "wheels").glob("*.whl"))
-    stamp = target / ".installed"
-    names = "\n".join(w.name for w in wheels)
-    if not wheels or (stamp.exists() and stamp.read_text() == names):
-        return f"wheels: {len(wheels)} in place"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                    "--no-compile", "--upgrade", "--target", str(target), *map(str, wheels)],
-                   check=True)
-    atomic_write(stamp, names)
-    return f"wheels: {len(wheels)} installed into {target.name}"
+RECEIVED = ".gpu/received"               # written by receive: what a command made is newer
 
 
 # ---- coming back ---------------------------------------------------------------------------
@@ -154,11 +52,24 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
     found = [p for p in (root / f"results{sub}").rglob("*") if p.is_file()]
     found += [p for p in (root / f"figures{sub}").glob("*") if p.is_file()]
     found += [p for p in (ckpt / profile.name).rglob("*.half.pt")]
+    found += resume_points(profile)
     found += list(runtime.stamps_dir().glob(f"{profile.name}_*"))
     nb_dir = root / "notebooks" if profile.name == "full" else root / "build/notebooks" / \
         profile.name
     found += sorted(nb_dir.glob("*.ipynb"))
     return sorted(p for p in found if not p.name.endswith(".tmp"))
+
+
+def resume_points(profile: runtime.Profile) -> list[Path]:
+    """The full checkpoint each planned run that is not finished would resume from."""
+    from diffnb import checkpoints, stages
+
+    out = []
+    for folder, epochs in stages.run_targets(profile).items():
+        if folder.exists() and not (folder / checkpoints.final_name(epochs, half=True)).exists():
+            start = checkpoints.latest_start(folder, epochs)
+            out += [start] if start is not None else []
+    return out
 
 
 def _arcname(path: Path, root: Path) -> str:
@@ -173,16 +84,33 @@ def _arcname(path: Path, root: Path) -> str:
     raise TransportError(f"{path} is outside the checkout")
 
 
-def pack(root: Path, out: Path, *, profile: runtime.Profile) -> list[Path]:
-    """Tar the outputs, cut into at most MAX_PARTS parts, plus ``pack.json`` (sha256s)."""
-    buf = io.BytesIO()
-    files = {}
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for path in outputs(root, profile):
+def _tar(root: Path, paths: list[Path]) -> tuple[bytes, dict]:
+    buf, files = io.BytesIO(), {}
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:  # fp32: ~7% anyway
+        for path in paths:
             name = _arcname(path, root)
             tar.add(path, arcname=name)
             files[name] = {"sha256": file_sha256(path), "mtime": path.stat().st_mtime}
-    data = buf.getvalue()
+    return buf.getvalue(), files
+
+
+def pack(root: Path, out: Path, *, profile: runtime.Profile,
+         since: float | None = None) -> list[Path]:
+    """Tar the outputs (those written after ``since``, a time stamp, when given: what this
+    command made), cut into at most MAX_PARTS parts, plus ``pack.json`` (sha256s). Resume
+    points that do not fit are left out, largest first, with a warning: what is finished always
+    comes back."""
+    paths = [p for p in outputs(root, profile) if since is None or p.stat().st_mtime > since]
+    resume = sorted(set(paths) & set(resume_points(profile)), key=lambda p: p.stat().st_size)
+    data, files = _tar(root, paths)
+    while len(data) > MAX_PARTS * PART_LIMIT and resume:
+        left_out = resume.pop()
+        print(f"pack: warning: left out {_arcname(left_out, root)} "
+              f"({left_out.stat().st_size / MIB:.0f} MiB) to fit {MAX_PARTS} parts of 16 MiB: if "
+              "the machine goes cold before the next command, that run starts again from its "
+              "last checkpoint that came back", file=sys.stderr)
+        paths.remove(left_out)
+        data, files = _tar(root, paths)
     parts = [data[i:i + PART_LIMIT] for i in range(0, len(data), PART_LIMIT)] or [b""]
     if len(parts) > MAX_PARTS:
         raise TransportError(f"the pack is {len(data) / MIB:.1f} MiB, more than {MAX_PARTS} "
@@ -258,6 +186,8 @@ def main(argv=None) -> None:
     pk = sub.add_parser("pack", help="there: pack the outputs into OUT")
     pk.add_argument("out")
     pk.add_argument("profile", choices=sorted(runtime.PROFILES))
+    pk.add_argument("--since", default=None, help="a file: only what was written after it "
+                    "(receive writes .gpu/received)")
     up = sub.add_parser("unpack", help="here: restore a pack")
     up.add_argument("folder")
     up.add_argument("--force", action="store_true")
@@ -267,11 +197,16 @@ def main(argv=None) -> None:
         if args.cmd == "receive":
             r = receive(root)
             print(f"receive: {len(r['placed'])} files in place"
-                  + "".join(f"\n  {w}" for w in r["waiting"]))
+                  + "".join(f"\n  {w}" for w in r["waiting"])
+                  + "".join(f"\n  {k}: the machine's own kept" for k in r["kept"]))
             if args.wheels:
                 print("receive:", install_wheels(root, Path(args.wheels), r["waiting"]))
+            atomic_write(root / RECEIVED, "")   # pack --since: what the command itself wrote
         elif args.cmd == "pack":
-            for path in pack(root, Path(args.out), profile=runtime.PROFILES[args.profile]):
+            since = Path(args.since).stat().st_mtime if args.since and \
+                Path(args.since).exists() else None
+            for path in pack(root, Path(args.out), profile=runtime.PROFILES[args.profile],
+                             since=since):
                 print(f"pack: {path.name} {path.stat().st_size / MIB:.2f} MiB")
         else:
             r = unpack(Path(args.folder), root, force=args.force)

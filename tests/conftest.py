@@ -45,3 +45,23 @@ def random_class_model():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             torch.nn.init.normal_(m.weight, std=0.2)
     return Denoiser(net, sigma_data=0.66).eval()
+
+
+@pytest.fixture
+def small_group(monkeypatch):
+    """A continuation pair like class_2 -> class_4 (one run: 2 then 4 epochs in the tiny
+    profile) of a class network ~300x cheaper, made the queue's last training group (after
+    ``before``): the run queue's machinery in seconds. Returns the group's stage name."""
+    from dataclasses import replace
+
+    from diffnb import config, stages
+
+    def make(*, before=()):
+        base = config.get_preset("class_2")
+        model = replace(base.model, nb_channels=8, num_blocks=1, cond_channels=8)
+        for name, epochs in (("t_short", 50), ("t_long", 100)):
+            monkeypatch.setitem(config.PRESETS, name, replace(
+                base, name=name, model=model, train=replace(base.train, epochs=epochs)))
+        monkeypatch.setattr(stages, "TRAIN_GROUPS", (*before, ("t_short", "t_long")))
+        return "train:t_short+t_long"
+    return make

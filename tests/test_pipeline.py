@@ -147,3 +147,108 @@ def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkey
     net = models.build(p.model)
     assert f["bf16"] == pytest.approx(3 * flops.forward_flops(net, shape=(3, 64, 64), labels=True)
                                       * images) == pytest.approx(flops.preset_train_flops(p, full))
+
+
+def _one_epoch_per_command(monkeypatch):
+    """Each command of the queue trains one epoch in all: a deadline that cuts inside every
+    training, made deterministic (``stop_after`` instead of the clock)."""
+    from diffnb import training
+
+    real, budget = training.load_or_train, {"epochs": 1}
+
+    def load_or_train(preset, **kw):
+        if "deadline" in kw:                                 # the queue's training calls
+            kw["stop_after"] = budget["epochs"]
+        t = real(preset, **kw)
+        budget["epochs"] -= len(t.history["train_loss"]) - t.resumed_from
+        return t
+    monkeypatch.setattr(training, "load_or_train", load_or_train)
+    return budget
+
+
+def _final_weights(root):
+    return {half.name: {k: v.double().sum().item() for k, v in
+                        torch.load(half, weights_only=True)["model"].items()}
+            for half in sorted((root / "checkpoints" / "tiny").rglob("*.half.pt"))}
+
+
+def test_a_cut_inside_a_training_loses_nothing_across_cold_machines(tmp_path, monkeypatch,
+                                                                    small_group):
+    """The GPU machine goes cold after every command: each pack brings back the run's resume
+    point (``last.pt``; after the short run finished, the epoch-2 state the long one continues
+    from), here it is unpacked, carried back in chunks, received there, and training goes on:
+    the weights equal an uninterrupted run's."""
+    from diffnb import carry, sessions, stages
+
+    tiny, group = runtime.PROFILES["tiny"], [small_group()]
+    _use(tmp_path / "whole", monkeypatch)
+    assert pipeline.run(tiny, only=group, device="cpu")["pending"] == []
+    expected = _final_weights(tmp_path / "whole")
+    assert set(expected) == {"e0002.half.pt", "e0004.half.pt"}
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    budget = _one_epoch_per_command(monkeypatch)
+    packed, pending, commands = [], group, 0
+    while pending:
+        commands += 1
+        assert commands <= 6, f"the training did not finish in 6 commands; left: {pending}"
+        _use(there, monkeypatch)
+        budget["epochs"] = 1
+        pending = pipeline.run(tiny, only=group, device="cpu", deadline_s=3600)["pending"]
+        out = tmp_path / f"OUT{commands}"
+        transport.pack(there, out, profile=tiny)
+        packed.append(sorted(json.loads((out / "pack.json").read_text())["files"]))
+        _use(here, monkeypatch)
+        transport.unpack(out, here)
+        shutil.rmtree(there)                                  # the machine goes cold
+        if (here / "results").exists():                       # results travel with the tree
+            shutil.copytree(here / "results", there / "results")
+        todo = [s for s in stages.plan(tiny) if s.name in pending]
+        files = {d: s for r in sessions.candidates(tiny, todo, base={}).values()
+                 for d, s in r.items()}
+        carry.deal(files, there / ".gpu", budget=transport.MIB, chunk=transport.MIB // 4)
+        assert carry.receive(there)["waiting"] == []
+    assert commands == 4                                      # one epoch each: 2 + 2
+    resume = [[n for n in names if n.endswith("last.pt")] for names in packed]
+    assert all(len(r) == 1 for r in resume[:3]) and resume[3] == []  # finished: not packed
+    assert any(n.endswith("e0002.half.pt") for n in packed[1])       # short done, long not
+    assert _final_weights(here) == expected
+
+
+def test_session_left_starts_no_training_that_would_not_finish(tmp_path, monkeypatch, capsys,
+                                                              small_group):
+    """A training expected to need more than the session has left is not started (the session's
+    end would lose it); the stages after it still run. Estimates only: FLOPs at the CPU rate."""
+    from diffnb import checkpoints, config
+
+    _use(tmp_path, monkeypatch)
+    tiny, cpu = runtime.PROFILES["tiny"], torch.device("cpu")
+    small = pipeline.Stage(small_group(before=[("class_2", "class_4")]), "train",
+                           ("t_short", "t_long"))
+    big = pipeline.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
+    big_s, small_s = (pipeline.prior_seconds(s, tiny, cpu) for s in (big, small))
+    assert small_s * 100 < big_s
+    r = pipeline.run(tiny, only=[big.name, small.name], device="cpu", session_left_s=big_s / 2)
+    assert r["pending"] == [big.name]
+    assert "would not finish in what is left of this session" in capsys.readouterr().out
+    runs = {checkpoints.run_dir(config.scaled(config.get_preset(n), tiny), tiny).name: n
+            for n in ("class_2", "t_short")}
+    assert [runs[p.parent.name] for p in (tmp_path / "checkpoints").rglob("last.pt")] == \
+        ["t_short"]
+
+
+def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(tmp_path,
+                                                                                monkeypatch):
+    _use(tmp_path, monkeypatch)
+    tiny = runtime.PROFILES["tiny"]
+    empty = {"stages": {}}
+    fid = pipeline.Stage("fid:class_4", "fid", ("class_4",))
+    assert "the weights of class_4" in pipeline.missing(fid, tiny, empty)
+    notebooks = pipeline.Stage("notebooks", "notebooks")
+    assert "every other stage (train:class_2+class_4 is not done)" in \
+        pipeline.missing(notebooks, tiny, empty)
+    base_1 = pipeline.Stage("train:base_1", "train", ("base_1",))
+    assert pipeline.missing(base_1, tiny, empty) is None
+    (tmp_path / ".gpu").mkdir()
+    (tmp_path / ".gpu" / "waiting.json").write_text('[".gpu/data/train-images-idx3-ubyte.gz"]')
+    assert "the data" in pipeline.missing(base_1, tiny, empty)

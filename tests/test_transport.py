@@ -120,3 +120,75 @@ def test_wheels_are_installed_only_once_all_have_arrived(tmp_path, monkeypatch):
     transport.install_wheels(tmp_path, site, [])
     transport.install_wheels(tmp_path, site, [])               # the same set: not again
     assert len(calls) == 1 and "--target" in calls[0] and str(site) in calls[0]
+
+
+def _checkpoint(path, epoch):
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": 1, "model": {}, "epoch": epoch, "pad": os.urandom(4000)}, path)
+
+
+def test_pack_brings_back_what_an_unfinished_run_resumes_from(outputs_root, tmp_path,
+                                                               small_group):
+    from diffnb import checkpoints, config
+    small_group()                      # one planned run: t_short (2 epochs) -> t_long (4)
+    tiny = runtime.PROFILES["tiny"]
+    folder = checkpoints.run_dir(config.scaled(config.get_preset("t_long"), tiny), tiny)
+    _checkpoint(folder / "e0002.pt", 2)
+    _checkpoint(folder / "last.pt", 3)
+    (folder / "e0002.half.pt").write_bytes(b"t_short's weights")
+    rel = f"checkpoints/tiny/{folder.name}"
+
+    def packed(**kw):
+        transport.pack(outputs_root, tmp_path / "OUT", profile=tiny, **kw)
+        return set(json.loads((tmp_path / "OUT" / "pack.json").read_text())["files"])
+    assert {f"{rel}/last.pt", f"{rel}/e0002.half.pt"} <= packed()
+    assert f"{rel}/e0002.pt" not in packed()              # last.pt is further: that one
+    (folder / "last.pt").unlink()
+    assert f"{rel}/e0002.pt" in packed()                  # the continuation's start
+    since = (folder / "e0002.pt").stat().st_mtime
+    (runtime.output_dir("results", tiny) / "new.json").write_text("{}")
+    os.utime(runtime.output_dir("results", tiny) / "new.json", (since + 5, since + 5))
+    assert packed(since=since + 1) == {"results/tiny/new.json"}   # what this command wrote
+    (folder / "e0004.half.pt").write_bytes(b"t_long's weights")     # the run is finished
+    assert not any(n.endswith(".pt") and "half" not in n for n in packed())
+
+
+def test_a_resume_point_too_big_for_the_pack_is_left_out_with_a_warning(
+        outputs_root, tmp_path, small_group, monkeypatch, capsys):
+    from diffnb import checkpoints, config
+    small_group()
+    tiny = runtime.PROFILES["tiny"]
+    folder = checkpoints.run_dir(config.scaled(config.get_preset("t_long"), tiny), tiny)
+    _checkpoint(folder / "last.pt", 1)
+    (folder / "e0002.half.pt").write_bytes(os.urandom(1500))
+    monkeypatch.setattr(transport, "PART_LIMIT", 1000)
+    monkeypatch.setattr(transport, "MAX_PARTS", 3)
+    parts = transport.pack(outputs_root, tmp_path / "OUT", profile=tiny)
+    names = json.loads((tmp_path / "OUT" / "pack.json").read_text())["files"]
+    assert len(parts) <= 4 and not any(n.endswith("last.pt") for n in names)
+    assert any(n.endswith("e0002.half.pt") for n in names)          # the finished weights come
+    assert "left out checkpoints/tiny/" in capsys.readouterr().err
+
+
+def test_receive_keeps_the_machines_own_checkpoints_and_says_what_is_in_transit(tmp_path):
+    from diffnb import carry
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old_last.pt").write_bytes(b"epoch 3")
+    (src / "data.gz").write_bytes(os.urandom(3 * MIB))
+    files = {"checkpoints/full/run/last.pt": src / "old_last.pt",
+             ".gpu/data/train.gz": src / "data.gz"}
+    there = tmp_path / "there"
+    folders = carry.deal(files, there / ".gpu", budget=MIB + 10, chunk=MIB)
+    (there / "checkpoints/full/run").mkdir(parents=True)
+    (there / "checkpoints/full/run/last.pt").write_bytes(b"epoch 5: the machine's own")
+    later = [f.rename(f.with_name("_" + f.name)) for f in folders[1:]]
+    r = carry.receive(there)
+    assert r["kept"] == ["checkpoints/full/run/last.pt"]
+    assert (there / "checkpoints/full/run/last.pt").read_bytes().startswith(b"epoch 5")
+    assert carry.in_transit(there) == {".gpu/data/train.gz"}
+    for f in later:
+        f.rename(f.with_name(f.name[1:]))
+    carry.receive(there)
+    assert carry.in_transit(there) == set()

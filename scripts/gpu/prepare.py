@@ -1,12 +1,14 @@
-"""Prepare a run of PROFILE on the borrowed GPU machine, and print the commands to give it.
+"""Plan this session on the borrowed GPU, deal its carries, print the calls to give the tool.
 
-    .venv/bin/python scripts/gpu/prepare.py [full] [--deadline 500]
+    .venv/bin/python scripts/gpu/prepare.py [full] [--device-minutes 15]
 
-Here, once: downloads the wheels of scripts/gpu/wheels.txt (cp312, manylinux x86_64) into
-.gpu/wheels, converts the FID Inception weights, then deals what the machine lacks (the data,
-the FID weights, the wheels, the compact checkpoints of the stages already finished, their
-score stamps) into carry folders .gpu/carry1, .gpu/carry2, ... that each fit one command next to
-the tree (64 MiB in all). Prints the runbook: the exact device-tool calls, in order.
+Here, at the start of a session that was lent a device (and again after a machine went cold):
+reads what is done (``results/pipeline.json``, the kept weights of ``weights/full/`` written
+back from git history, any resume point unpacked here), plans the session's calls
+(``diffnb.sessions``: which stages should finish, sized to the device minutes), fetches what
+those stages need and the machine lacks (the data; for scoring stages the wheels of
+scripts/gpu/wheels.txt and the converted FID weights), deals it into carry folders .gpu/carry1,
+.gpu/carry2, ... (each fits one command next to the tree) and prints the calls, in order.
 """
 from __future__ import annotations
 
@@ -16,22 +18,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from diffnb import checkpoints, data, fid, runtime, transport
+from diffnb import carry, data, pipeline, runtime, sessions, stages, weights
 
 ROOT = runtime.project_root()
 GPU = ROOT / ".gpu"
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
 # One GPU command, <= 2,000 characters: reassemble what was carried, install the wheels once per
-# machine, run the queue until the deadline, pack what finished into $OUT.
+# machine, run the queue until the deadline, pack what finished (and any resume point) into $OUT.
 COMMAND = ("set -e; export PYTHONUNBUFFERED=1 DIFFNB_DATA_DIR=$PWD/.gpu/data "
-           "PYTHONPATH=$PWD/.gpu/site:$PWD; nvidia-smi -L; "
+           "PYTHONPATH=$PWD/.gpu/site:$PWD DIFFNB_COMMIT={commit}; nvidia-smi -L; "
            "python3 -m diffnb.transport receive --wheels .gpu/site; "
-           "python3 -m diffnb.pipeline {profile} --deadline {deadline}{extra} || true; "
-           "python3 -m diffnb.transport pack $OUT {profile}")
+           "python3 -m diffnb.pipeline {profile} --deadline {deadline} --session-left {left}"
+           "{extra} || true; python3 -m diffnb.transport pack $OUT {profile} --since .gpu/received")
 
 
-def wheels() -> list[Path]:
+def wheels() -> dict[str, Path]:
     folder = GPU / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
     req = ROOT / "scripts/gpu/wheels.txt"
@@ -43,7 +45,7 @@ def wheels() -> list[Path]:
                "--python-version", "3.12", "--implementation", "cp", "-d", str(folder),
                "-r", str(req)] + [a for p in PLATFORMS for a in ("--platform", p)]
         subprocess.run(cmd, check=True)
-    return sorted(folder.glob("*.whl"))
+    return {f".gpu/wheels/{w.name}": w for w in sorted(folder.glob("*.whl"))}
 
 
 def data_files() -> dict[str, Path]:
@@ -60,51 +62,101 @@ def data_files() -> dict[str, Path]:
     return out
 
 
-def carried(profile: runtime.Profile) -> dict[str, Path]:
-    files = data_files()  # first: training starts in the first command
-    files.update({f".gpu/wheels/{w.name}": w for w in wheels()})
-    files[f".cache/fid/{fid.WEIGHTS_FILE}"] = fid.weights_path()
-    root = checkpoints.root()
-    for half in sorted((root / profile.name).rglob("*.half.pt")):
-        files[f"checkpoints/{half.relative_to(root).as_posix()}"] = half
-    for stamp in sorted(runtime.stamps_dir().glob(f"{profile.name}_*")):
-        files[f".cache/scores/{stamp.name}"] = stamp
-    return files
+def base(profile: runtime.Profile, pending: list[stages.Stage]) -> dict[str, dict[str, Path]]:
+    out = {"data": data_files()}
+    if any(stages.needs_fid(s) for s in pending):   # fetched only when a stage scores
+        from diffnb import fid
+
+        out["wheels"] = wheels()
+        out["fid"] = {f".cache/fid/{fid.WEIGHTS_FILE}": fid.weights_path()}
+    return out
+
+
+def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
+    from diffnb import config, models
+
+    with runtime.using_profile(profile):
+        state = pipeline.load_state(profile)
+        files = base(profile, stages.plan(profile))
+        model_bytes = {}
+        for name in stages.trained_presets(profile):
+            preset = config.scaled(config.get_preset(name), profile)
+            n = sum(p.numel() for p in models.build(preset.model).parameters())
+            model_bytes[name] = 2 * n * len(weights.parts(preset, profile))
+        plan = sessions.forecast(profile, state, base_bytes={
+            r: sum(f.stat().st_size for f in v.values()) for r, v in files.items()},
+            model_bytes=model_bytes, tree_bytes=carry.tree_bytes(ROOT),
+            device_minutes=device_minutes)
+    print(f"Forecast ({device_minutes:g} device minutes a session; estimates, "
+          f"{sessions.START_S} s to start a machine, {sessions.COMMAND_S + sessions.GAP_S} s "
+          "per call besides its queue time):\n")
+    print("| session | call | carries MiB | --deadline s | expected to finish |\n|---|---|---|---|"
+          "---|")
+    for k, calls in enumerate(plan, 1):
+        for c in calls:
+            print(f"| {k} | {c.number} | {c.carry_bytes / carry.MIB:.1f} | {c.deadline_s} | "
+                  f"{', '.join(c.finishes) or '-'} |")
+    done = {s for calls in plan for c in calls for s in c.finishes}
+    left = [s.name for s in stages.plan(profile) if s.name not in set(state["stages"]) | done]
+    print(f"\n{len(plan)} sessions; " + (f"not planned: {', '.join(left)}" if left else
+                                         "every stage planned"))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("profile", nargs="?", default="full", choices=sorted(runtime.PROFILES))
-    p.add_argument("--deadline", type=float, default=500.0,
-                   help="seconds of queue work per command (the tool allows 600 in all)")
+    p.add_argument("--device-minutes", type=float, default=15.0,
+                   help="device time of this session (the tool's status: budget_left_s / 60)")
     p.add_argument("--compile", default="", help="passed to the pipeline (e.g. reduce-overhead)")
+    p.add_argument("--forecast", action="store_true", help="print every session the rest of the "
+                   "run needs (estimates) and exit; nothing is dealt")
     args = p.parse_args()
     profile = runtime.PROFILES[args.profile]
-    files = carried(profile)
-    tree = transport.tree_bytes(ROOT)
-    budget = transport.CARRY_LIMIT - tree - 2 * transport.MIB
-    if budget < 4 * transport.MIB:
-        sys.exit(f"prepare: the tree is {tree / transport.MIB:.1f} MiB: too little room left "
-                 "to carry anything (64 MiB per command); ignore or remove large files")
-    folders = transport.deal(files, GPU, budget=budget)
-    total = sum(f.stat().st_size for f in files.values())
+    if args.forecast:
+        return print_forecast(profile, device_minutes=args.device_minutes)
+    with runtime.using_profile(profile):
+        restored = weights.restore(profile)
+        state = pipeline.load_state(profile)
+        pending = [s for s in stages.plan(profile) if s.name not in state["stages"]]
+        tree = carry.tree_bytes(ROOT)
+        plan = sessions.plan_session(profile, state, base=base(profile, pending),
+                                     tree_bytes=tree, device_minutes=args.device_minutes)
+    room = carry.CARRY_LIMIT - tree - 2 * carry.MIB
+    carry.deal(plan.files, GPU, budget=room)
+    commit = runtime.code_commit()
+    if commit.endswith("+dirty") or commit == "unknown":
+        print(f"prepare: warning: the code is at {commit}: commit first, so that the kept "
+              "weights name the commit they were trained at")
     extra = f" --compile {args.compile}" if args.compile else ""
-    command = COMMAND.format(profile=profile.name, deadline=int(args.deadline), extra=extra)
-    print(f"prepare: {len(files)} files, {total / transport.MIB:.1f} MiB, in {len(folders)} carry "
-          f"folders of <= {budget / transport.MIB:.1f} MiB (tree {tree / transport.MIB:.1f} MiB)")
-    print("\nRunbook: give the device tool these calls back to back (it stays warm 30 s):")
-    for k, folder in enumerate(folders, 1):
-        size = sum(f.stat().st_size for f in folder.iterdir()) / transport.MIB
-        print(f"  {k}. run(carry=[\"{folder.relative_to(ROOT)}\"], timeout_s=600, command=COMMAND)"
-              f"   # carries {size:.1f} MiB")
-    print(f"  {len(folders) + 1}... run(timeout_s=600, command=COMMAND) until the pipeline says "
-          "'all done'")
-    print("After each call: .venv/bin/python -m diffnb.transport unpack <files_at>\n"
-          "If a reply says the machine was cold (a fresh start), prepare again and start over at "
-          "call 1: finished stages are kept, only the unfinished one is redone.")
-    print(f"\nCOMMAND ({len(command)} characters):\n{command}")
-    (GPU / "runbook.json").write_text(json.dumps(
-        {"command": command, "carry": [str(f.relative_to(ROOT)) for f in folders]}, indent=1))
+    total = sum(f.stat().st_size for f in plan.files.values())
+    print(f"prepare: {len(state['stages'])} stages done, {len(pending)} pending; kept weights "
+          f"{restored}; tree {tree / carry.MIB:.1f} MiB, so <= {room / carry.MIB:.1f} MiB "
+          f"carried per call; {len(plan.files)} files, {total / carry.MIB:.1f} MiB to carry")
+    print(f"Estimates: {plan.rate}.\n")
+    print(f"Session plan ({args.device_minutes:g} device minutes: ~{sessions.START_S} s to start,"
+          f" ~{sessions.COMMAND_S + sessions.GAP_S} s per call besides its queue time):")
+    runbook = []
+    for c in plan.calls:
+        command = COMMAND.format(profile=profile.name, deadline=c.deadline_s,
+                                 left=c.session_left_s, extra=extra, commit=commit)
+        carries = [c.carry] if c.carry else []
+        runbook.append({"carry": carries, "timeout_s": 600, "command": command})
+        print(f"  call {c.number}: carry {c.carry or '-'} ({c.carry_bytes / carry.MIB:.1f} MiB), "
+              f"--deadline {c.deadline_s} --session-left {c.session_left_s}; expected to "
+              f"finish: {', '.join(c.finishes) or '-'}"
+              + (f"; goes on with {c.works_on[-1]}" if c.works_on and c.works_on[-1]
+                 not in c.finishes else ""))
+    print(f"  after this session: {len(plan.left_after)} stages left"
+          + (f" (next: {plan.left_after[0]})" if plan.left_after else " (all done)"))
+    print("\nGive the device tool these calls back to back (it stays warm 30 s): "
+          ".gpu/runbook.json holds each call's carry and command. After each reply, in the same "
+          "turn as the next call: .venv/bin/python -m diffnb.transport unpack <files_at>. Before "
+          "a call, if status's budget_left_s is below the planned --session-left plus ~90 s per "
+          "call left, lower --session-left to that.")
+    print(f"\nCOMMAND of call 1 ({len(runbook[0]['command'])} characters):\n"
+          f"{runbook[0]['command']}" if runbook else "\nNothing to run in this session.")
+    GPU.mkdir(exist_ok=True)
+    (GPU / "runbook.json").write_text(json.dumps({"calls": runbook}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,169 @@
+"""The run queue's stages: what they are, in which order, what each needs and what it costs.
+
+A stage trains a group of presets (a longer constant-LR run continues a shorter one: class_2 ->
+class_4), scores one model, runs one study or executes the notebooks. Its cost is counted in
+FLOPs (``diffnb.flops``), turned into seconds at an assumed rate, and calibrated by the seconds
+measured on the same device for the stages already finished (``pipeline.json``). The queue
+(``diffnb.pipeline``) runs the stages; the GPU session planner (``diffnb.sessions``) sizes a
+borrowed machine's calls from the same numbers.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from diffnb import config, flops, runtime, training
+
+TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
+                ("base_2",), ("base_1",))
+# Effective throughput assumed before anything was measured (TFLOP/s): bf16 convolutions and
+# fp32 Inception (TF32 off) on an H100/H200-class card; a 2-core AVX2 CPU (training in fp32).
+ASSUMED_TFLOPS = {"cuda": {"bf16": 250.0, "fp32": 40.0}, "cpu": {"bf16": 0.12, "fp32": 0.09}}
+# A notebook's kernel start, imports, sample grids and plots (an assumption, not a measurement).
+NOTEBOOK_SECONDS = {"cuda": 30.0, "cpu": 120.0}
+NO_MODEL_STUDIES = ("study:zero_init", "study:floor_curve")  # fresh nets / real images only
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str                      # train | fid | study | notebooks
+    presets: tuple[str, ...] = ()
+
+
+CELEBA_STAGE = Stage("train:celeba_unet", "train", ("celeba_unet",))
+
+
+def plan(profile: runtime.Profile) -> list[Stage]:
+    """Every stage of a profile, in the order they run."""
+    improvements = tuple(p.name for p in config.IMPROVEMENT_PRESETS)
+    return [*(Stage("train:" + "+".join(g), "train", g) for g in TRAIN_GROUPS),
+            *(Stage(f"fid:{p.name}", "fid", (p.name,)) for p in config.REPORT_PRESETS),
+            Stage("study:class0_bug", "study", ("class_2",)),
+            *(Stage(f"train:{name}", "train", (name,)) for name in improvements),
+            Stage("study:ablation", "study", ("class_2", *improvements)),
+            Stage("study:best_per_class", "study", ("unet_attn_cfg",)),
+            Stage("study:fid_vs_nfe", "study", ("unet_attn",)),
+            Stage("study:zero_init", "study", ("condbn_1",)),
+            Stage("study:floor_curve", "study"),
+            *([CELEBA_STAGE] if celeba_lacks() is None else []),
+            Stage("notebooks", "notebooks")]
+
+
+def celeba_lacks() -> str | None:
+    """Why notebook 07's training is not planned here (CelebA is not found), or None."""
+    from diffnb import datasets
+
+    return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
+
+
+def trained_presets(profile: runtime.Profile) -> list[str]:
+    """Every preset the queue trains, in its order."""
+    return [name for s in plan(profile) if s.kind == "train" for name in s.presets]
+
+
+def reads_models(stage: Stage, profile: runtime.Profile) -> tuple[str, ...]:
+    """The trained presets a stage samples from (they must be finished before it starts); the
+    notebooks read every one (a notebook would otherwise train a missing model itself)."""
+    if stage.kind == "notebooks":
+        return tuple(trained_presets(profile))
+    if stage.kind == "train" or stage.name in NO_MODEL_STUDIES:
+        return ()
+    return stage.presets
+
+
+def needs_fid(stage: Stage) -> bool:
+    """Whether a stage runs Inception (pytorch-fid and the converted weights)."""
+    return stage.kind in ("fid", "notebooks") or (stage.kind == "study"
+                                                   and stage.name != "study:zero_init")
+
+
+def run_targets(profile: runtime.Profile) -> dict[Path, int]:
+    """{run folder: the most epochs a planned preset trains in it} (class_1 and class_3 share
+    one run: its target is class_3's 100 epochs)."""
+    from diffnb import checkpoints
+
+    out: dict[Path, int] = {}
+    for name in trained_presets(profile):
+        p = config.scaled(config.get_preset(name), profile)
+        folder = checkpoints.run_dir(p, profile)
+        out[folder] = max(out.get(folder, 0), p.train.epochs)
+    return out
+
+
+def done_fraction(stage: Stage, profile: runtime.Profile) -> float:
+    """How much of a training stage its resume point already holds (0 when none is here)."""
+    from diffnb import checkpoints
+
+    if stage.kind != "train":
+        return 0.0
+    last = config.scaled(config.get_preset(stage.presets[-1]), profile)
+    if checkpoints.find_final(last, profile, materialize=False) is not None:
+        return 1.0
+    folder = checkpoints.run_dir(last, profile)
+    start = checkpoints.latest_start(folder, last.train.epochs) if folder.exists() else None
+    return 0.0 if start is None else checkpoints.load(start)["epoch"] / last.train.epochs
+
+
+@lru_cache(maxsize=None)
+def _forward(model: config.ModelConfig) -> float:
+    """Forward FLOPs of one image (with its label where the network takes one)."""
+    from diffnb import models
+
+    return flops.forward_flops(models.build(model), labels=model.class_conditional)
+
+
+def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
+    """FLOPs of a stage by precision: training and sampling in bf16, Inception in fp32."""
+    from diffnb import studies
+
+    out = {"bf16": 0.0, "fp32": 0.0}
+    for name in stage.presets if stage.kind == "train" else ():
+        p = config.scaled(config.get_preset(name), profile)
+        before = max([0] + [config.scaled(config.get_preset(g), profile).train.epochs
+                            for g in stage.presets[:stage.presets.index(name)]])
+        images = (p.train.epochs - before) * training.steps_per_epoch(p) * p.train.batch_size
+        out["bf16"] += 3.0 * _forward(p.model) * images       # flops.train_flops
+    for samples, nfe, name in studies.sampling_work(stage, profile):
+        out["bf16"] += _forward(config.get_preset(name).model) * samples * nfe
+    out["fp32"] += flops.inception_flops(studies.inception_images(stage, profile))
+    return out
+
+
+def prior_seconds(stage: Stage, profile: runtime.Profile, device: torch.device) -> float:
+    """Seconds at the assumed rates; the notebooks, which count no FLOPs of their own (they
+    reuse the queue's results), at an assumed ``NOTEBOOK_SECONDS`` each."""
+    if stage.kind == "notebooks":
+        from diffnb import execute
+
+        return NOTEBOOK_SECONDS.get(device.type, NOTEBOOK_SECONDS["cpu"]) * len(
+            execute.notebooks())
+    rate = ASSUMED_TFLOPS.get(device.type, ASSUMED_TFLOPS["cpu"])
+    f = stage_flops(stage, profile)
+    return sum(f[k] / (rate[k] * 1e12) for k in f)
+
+
+def calibration(state: dict, device_name: str, *, train: bool = False) -> float:
+    """Median of measured / FLOP-estimated seconds of the finished stages on ``device_name``:
+    training stages by their epochs' seconds (``info.train_seconds``: a training that spanned
+    several commands is counted whole), the others by the stage's seconds."""
+    ratios = []
+    for s in state["stages"].values():
+        if s.get("device") != device_name or (s.get("kind") == "train") != train \
+                or s.get("prior_seconds", 0) <= 0.5:
+            continue
+        seconds = s.get("info", {}).get("train_seconds") if train else s["seconds"]
+        if seconds:
+            ratios.append(seconds / s["prior_seconds"])
+    return statistics.median(ratios) if ratios else 1.0
+
+
+def expected_seconds(stage: Stage, profile: runtime.Profile, device: torch.device, state: dict,
+                     *, device_name: str) -> float:
+    """What is left of a stage, in seconds on ``device_name``, calibrated."""
+    prior = prior_seconds(stage, profile, device) * (1.0 - done_fraction(stage, profile))
+    return prior * calibration(state, device_name, train=stage.kind == "train")

@@ -1,0 +1,144 @@
+"""Kept weights (diffnb.weights, diffnb.gitstore): what is kept, committed into git history out of
+the tree, and found again by a fresh clone without training."""
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from diffnb import checkpoints, config, gitstore, runtime, training, weights
+
+FULL, TINY = runtime.PROFILES["full"], runtime.PROFILES["tiny"]
+
+
+def test_kept_parts_cover_every_weight_a_study_samples():
+    assert weights.raw_sampled(FULL) == {"class_2_sched_ema"}
+    kept = {p.name: weights.parts(p, FULL) for p in (*config.REPORT_PRESETS,
+                                                      *config.IMPROVEMENT_PRESETS)}
+    assert all(kept[p.name] == ("model",) for p in config.REPORT_PRESETS)
+    assert kept["class_2_sched_ema"] == ("model", "ema")
+    assert kept["unet"] == kept["unet_attn"] == kept["unet_attn_cfg"] == ("ema",)
+
+
+def test_an_ema_only_file_samples_with_its_ema_weights():
+    from dataclasses import replace
+
+    unet = config.get_preset("unet")
+    preset = config.scaled(replace(unet, model=replace(unet.model, nb_channels=16, num_blocks=1,
+                                                       cond_channels=16)), TINY)
+    st = training.make_state(preset, torch.device("cpu"))
+    for p in st.ema.parameters():
+        p.data.add_(1.0)                                   # EMA and raw weights now differ
+    blob = weights.kept_blob(checkpoints.state_blob(st, preset, TINY), ("ema",))
+    assert blob["model"] is None and blob["kept"] == ["ema"] and "optimizer" not in blob
+    again = training.make_state(preset, torch.device("cpu"))
+    checkpoints.restore(again, blob, preset, checkpoints.committed_path(preset, TINY, 2))
+    for module in (again.denoiser, again.ema):
+        for k, v in module.state_dict().items():
+            torch.testing.assert_close(v, st.ema.state_dict()[k].half().to(v.dtype))
+
+
+def test_sizes_count_two_bytes_a_kept_weight():
+    (row,) = weights.sizes(FULL, names=["base_1"])
+    assert row["parts"] == "model"
+    assert 0 < row["kept_bytes"] - 2 * row["parameters"] < 64 * 1024
+    # model, Adam's two moments, in fp32
+    assert 0 < row["resume_bytes"] - 12 * row["parameters"] < 256 * 1024
+
+
+def _git(root, *args):
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A checkout of its own: the project's ignore rule for kept weights, one commit."""
+    root = tmp_path / "origin"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "config", "user.email", "t@example.org")
+    _git(root, "config", "user.name", "test")
+    (root / ".gitignore").write_text("/weights/*/*.half.pt\n/checkpoints/\n/.cache/\n")
+    _git(root, "add", ".gitignore")
+    _git(root, "commit", "-q", "-m", "start")
+    monkeypatch.setattr(runtime, "project_root", lambda: root)
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(root))
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(root / "checkpoints"))
+    monkeypatch.delenv(runtime.COMMIT_ENV, raising=False)
+    runtime.code_commit.cache_clear()                        # this checkout's commit
+    yield root
+    runtime.code_commit.cache_clear()
+
+
+def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, monkeypatch,
+                                                                small_group):
+    small_group()
+    trained = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
+    (runtime.stamps_dir() / "tiny_t_short.json").write_text('{"stamp": 1}')
+    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, 2).name]
+    assert weights.keep(TINY) == []                          # already kept: left alone
+    manifest = weights.read_manifest(TINY)["files"]
+    (entry,) = manifest.values()
+    assert entry["preset"] == "t_short" and entry["epochs"] == 2 and entry["parts"] == ["model"]
+    assert entry["device"] == "cpu" and entry["torch"] == str(torch.__version__)
+    assert entry["commit"] == _git(repo, "rev-parse", "HEAD")
+    assert weights.check(TINY) == []
+
+    a, b = weights.commit(TINY)
+    assert _git(repo, "rev-parse", "HEAD") == b and _git(repo, "rev-parse", "HEAD~1") == a
+    name = f"weights/tiny/{next(iter(manifest))}"
+    assert name in _git(repo, "ls-tree", "-r", "--name-only", a)
+    assert name not in _git(repo, "ls-tree", "-r", "--name-only", b)   # out of the tree
+    assert _git(repo, "status", "--porcelain") == "?? weights/tiny/scores/"
+    assert json.loads(_git(repo, "show", f"{b}:weights/tiny/MANIFEST.json"))["files"][
+        name.rsplit("/", 1)[1]]["kept_in"] == a
+    assert weights.commit(TINY) is None                      # nothing new
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    monkeypatch.setattr(runtime, "project_root", lambda: clone)
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))  # none: a fresh one
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept model was trained again")
+    monkeypatch.setattr(training, "train", no_training)
+    again = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
+    assert again.finished and len(again.history["train_loss"]) == 2
+    for k, v in trained.denoiser.state_dict().items():
+        torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
+    assert (clone / name).exists()                           # written back from history
+
+    (clone / "weights/tiny/scores").mkdir(parents=True)      # scores/ was not committed here:
+    (clone / "weights/tiny/scores/tiny_t_short.json").write_text('{"stamp": 1}')  # as if it were
+    assert weights.restore(TINY)["stamps"] == 1
+    assert (runtime.stamps_dir() / "tiny_t_short.json").read_text() == '{"stamp": 1}'
+
+
+def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, monkeypatch,
+                                                               small_group):
+    small_group()
+    training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
+    weights.keep(TINY)
+    weights.commit(TINY)
+    shallow = tmp_path / "shallow"
+    _git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
+    monkeypatch.setattr(runtime, "project_root", lambda: shallow)
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(shallow / "checkpoints"))
+    preset = config.scaled(config.get_preset("t_short"), TINY)
+    with pytest.raises(checkpoints.CheckpointError, match="full clone"):
+        checkpoints.find_final(preset, TINY)
+    # the tree as it travels to a borrowed GPU (no .git): listed, not used, no error
+    copy = tmp_path / "copy"
+    shutil.copytree(shallow, copy, ignore=shutil.ignore_patterns(".git"))
+    monkeypatch.setattr(runtime, "project_root", lambda: copy)
+    with pytest.warns(UserWarning, match="not a git checkout"):
+        assert checkpoints.find_final(preset, TINY) is None
+
+
+def test_blob_ids_are_gits(tmp_path):
+    (tmp_path / "f").write_bytes(b"some bytes\x00\xff")
+    _git(tmp_path, "init", "-q")
+    assert gitstore.blob_id(b"some bytes\x00\xff") == _git(tmp_path, "hash-object", "f")
