@@ -189,8 +189,9 @@ def save_state(profile: runtime.Profile, state: dict) -> None:
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
         device=None, seed: int = 0, compile: bool | str = False,
-        session_left_s: float | None = None) -> dict:
-    """Run the pending stages of ``profile`` until done or ``deadline_s`` from now.
+        session_left_s: float | None = None, max_stages: int | None = None) -> dict:
+    """Run the pending stages of ``profile`` until done, ``deadline_s`` from now, or
+    ``max_stages`` stages finished in this call.
 
     ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
     command included; a training stage expected to need more is not started (a session's end
@@ -198,11 +199,11 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
-                    compile=compile, session_left_s=session_left_s)
+                    compile=compile, session_left_s=session_left_s, max_stages=max_stages)
 
 
 def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
-         session_left_s) -> dict:
+         session_left_s, max_stages) -> dict:
     import fnmatch
 
     ctx = Context(profile, torch.device(device) if device else runtime.device(), seed=seed,
@@ -215,10 +216,12 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     lacks = celeba_lacks()
     if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
-    ran_here = False
+    ran_here = 0
     for stage in stages:
         if stage.name in state["stages"]:
             continue
+        if max_stages is not None and ran_here >= max_stages:
+            break
         lacking = missing(stage, profile, state)
         if lacking:
             print(f"pipeline: {stage.name} waits for {lacking}; going on with the next stages")
@@ -254,7 +257,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
                                        "info": info}
         save_state(profile, state)
-        ran_here = True
+        ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in stages if s.name not in state["stages"]]
     print(f"pipeline: {len(stages) - len(pending)}/{len(stages)} stages done"
