@@ -94,11 +94,16 @@ class SampleSource:
     def _sampler_device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
-    def _draw(self, streams: list[tuple[int | None, list[int]]]) -> list[torch.Tensor]:
-        """Samples (unclamped) of each (label, seeds), in one sampler call per kind of label."""
+    def _sampler_batches(self) -> tuple[int, int]:
+        """(batch size, multiple every sampler call is padded to): 8 on a CPU, the batch size
+        on a GPU (every batch full)."""
         dev = self._sampler_device()
         bs = self.batch_size or sampling.default_batch_size(dev)
-        multiple = CPU_MULTIPLE if dev.type == "cpu" else bs
+        return bs, CPU_MULTIPLE if dev.type == "cpu" else bs
+
+    def _draw(self, streams: list[tuple[int | None, list[int]]]) -> list[torch.Tensor]:
+        """Samples (unclamped) of each (label, seeds), in one sampler call per kind of label."""
+        bs, multiple = self._sampler_batches()
         if bs % multiple:
             raise ValueError(f"batch_size {bs} must be a multiple of {CPU_MULTIPLE} on a CPU (a "
                              "sample in a partial group of rows gets other last bits)")
@@ -136,16 +141,22 @@ class SampleSource:
 
     # ---- features: memoised, cached on disk, computed in one pass ---------------------------
 
-    def sampler_key(self, device=None) -> dict:
-        """What decides a stream's features, besides its class and seed (the disk cache key)."""
+    def sampler_key(self, *, batch_size: int | None = None, device=None) -> dict:
+        """What decides a stream's features, besides its class and seed (the disk cache key);
+        ``batch_size`` and ``device`` are Inception's."""
         dev = self._sampler_device()
         feat_dev = runtime.device() if device is None else torch.device(device)
+        bs, multiple = self._sampler_batches()
+        feat_bs = batch_size or network.default_batch_size(feat_dev)
         s = self.spec
         return {"weights_fingerprint": self.fingerprint, "weights": s.weights,
                 "sigma_data": float(self.denoiser.sigma_data), "solver": s.solver,
                 "steps": s.steps, "guidance": float(s.guidance), "sigma_min": noise.SIGMA_MIN,
                 "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO, "sampler_device": _device_text(dev),
-                "amp": runtime.default_amp(dev), "features_device": _device_text(feat_dev),
+                "amp": runtime.default_amp(dev),
+                "sampler_batches": f"multiples of {multiple}" if dev.type == "cpu" else f"{bs}",
+                "features_device": _device_text(feat_dev),
+                "features_batches": "any" if feat_dev.type == "cpu" else f"{feat_bs}",
                 "features_fn": f"{network.features.__module__}.{network.features.__qualname__}",
                 "torch": torch.__version__}
 
@@ -161,10 +172,10 @@ class SampleSource:
             key = (None if label is None else int(label), int(seed))
             want[key] = max(int(n), want.get(key, 0))
         self._planned = []
-        sampler = self.sampler_key(device)
+        sampler = self.sampler_key(batch_size=batch_size, device=device)
         todo = []
         for (label, seed), n in want.items():
-            memo = (label, seed, sampler["features_device"])
+            memo = self._memo_key(label, seed, sampler)
             have = self._feats.get(memo)
             if have is not None and len(have) >= n:
                 continue
@@ -192,7 +203,8 @@ class SampleSource:
 
     @staticmethod
     def _features(images: torch.Tensor, *, batch_size: int | None, device) -> np.ndarray:
-        """Inception features of model-space images; on a GPU every batch is a full one."""
+        """Inception features of model-space images; on a GPU every batch is a full one (on
+        this CPU an image's features were found not to depend on its batch: no padding)."""
         dev = runtime.device() if device is None else torch.device(device)
         n, bs = len(images), batch_size or network.default_batch_size(dev)
         if dev.type != "cpu":
@@ -204,5 +216,9 @@ class SampleSource:
                  device=None) -> np.ndarray:
         """(n, D) features of the first n samples of stream (label, seed)."""
         self.prefetch([(label, n, seed)], batch_size=batch_size, device=device)
-        label = None if label is None else int(label)
-        return self._feats[(label, int(seed), self.sampler_key(device)["features_device"])][:n]
+        sampler = self.sampler_key(batch_size=batch_size, device=device)
+        return self._feats[self._memo_key(label, seed, sampler)][:n]
+
+    @staticmethod
+    def _memo_key(label: int | None, seed: int, sampler: dict) -> tuple:
+        return None if label is None else int(label), int(seed), tuple(sorted(sampler.items()))

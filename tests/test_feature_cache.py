@@ -159,9 +159,10 @@ def test_key_tells_samplers_classes_and_seeds_apart(cache, random_class_model):
     key = sources.SampleSource(random_class_model, SPEC).sampler_key()
     paths = {generated.stream_path(k, label=label, seed=seed)
              for k in (key, {**key, "guidance": 1.5}, {**key, "solver": "heun"},
-                       {**key, "weights_fingerprint": "0" * 16}, {**key, "features_device": "x"})
+                       {**key, "weights_fingerprint": "0" * 16}, {**key, "features_device": "x"},
+                       {**key, "sampler_batches": "2048"})
              for label in (None, 0, 1) for seed in (0, 1)}
-    assert len(paths) == 5 * 3 * 2
+    assert len(paths) == 6 * 3 * 2
     raw = sources.SampleSource(random_class_model, evaluation.SamplerSpec(steps=2, weights="raw"))
     assert raw.sampler_key()["weights"] == "raw" and key["weights"] == "default"
     assert key["steps"] == 2 and key["sigma_data"] == 0.66
