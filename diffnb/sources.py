@@ -11,10 +11,11 @@ the sampler and the devices, so scoring the same sampler again (another notebook
 first row, the report protocol's class 0 in ``studies.class0_bug``) generates nothing.
 
 Batches are padded so that a sample's numbers never depend on the batch it was drawn in: on
-this CPU (AVX2) a sample that falls in a partial group of 4 at the end of an odd-sized batch
-differs from the same sample in a full group in the last bits (measured: up to 3e-7 per step,
-grown to 1e-2 over 10 Euler steps of a random class net; Inception's features showed no such
-dependence), so every sampler batch on a CPU is a multiple of :data:`CPU_MULTIPLE`; on a GPU
+this CPU (2-core AMD EPYC, AVX2) a sample in the partial group of rows at the end of a batch
+whose size is not a multiple of 4 differs from the same sample in a full group (measured: 3e-7
+in a trained class_2 sample after 10 Euler steps, up to 1e-2 with random-weight networks;
+Inception's features showed no such dependence: batches of 1 to 25 gave the same bits), so every
+sampler batch on a CPU is a multiple of :data:`CPU_MULTIPLE`; on a GPU
 every batch (sampler and Inception) has the full batch size, so kernels chosen by shape are the
 same (not measured here: no GPU). Without the padding the cache would make a number depend on
 which call drew a sample first.
