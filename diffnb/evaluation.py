@@ -1,5 +1,5 @@
-"""Scoring trained presets with FID (slides 8-9): samplers as FID generators, results files with
-their provenance, and the report's tables rebuilt from those files.
+"""Scoring trained presets with FID (slides 8-9): results files with their provenance, and the
+report's tables rebuilt from those files. Samplers become FID sources in :mod:`diffnb.sources`.
 
 Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
@@ -15,60 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from diffnb import checkpoints, config, data, fid, runtime, sampling, training
 from diffnb.results import atomic_write, provenance
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    solver: str = "euler"
-    steps: int | None = None      # None: the profile's (the report's 50 in the full profile)
-    guidance: float = 1.0
-    weights: str = "default"      # "default": EMA when trained with EMA; "raw": the raw weights
-
-    def resolved(self, profile: runtime.Profile | None = None) -> "SamplerSpec":
-        """Steps filled in from ``profile`` (default: the run's) when not given."""
-        steps = self.steps or (profile or runtime.profile()).sampler_steps
-        return SamplerSpec(self.solver, steps, self.guidance, self.weights)
-
-    @property
-    def label(self) -> str:
-        s = self.resolved()
-        text = f"{s.solver} {s.steps} steps (NFE {sampling.nfe(s.steps, s.solver)})"
-        return text + (f", guidance {s.guidance:g}" if s.guidance != 1.0 else "")
-
-
-class SampleSource:
-    """``generate(labels, n, seed)`` for :func:`fid.evaluate`, with per-sample seeds.
-
-    Samples are memoised by (class, seed): the protocols draw class c with seed ``seed + c``, and
-    per-sample seeds make a smaller draw a prefix of a larger one, so the ``standard`` protocol
-    reuses the ``report`` protocol's samples instead of generating them again.
-    """
-
-    def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int | None = None):
-        self.denoiser, self.spec, self.batch_size = denoiser, spec.resolved(), batch_size
-        self._memo: dict[tuple, torch.Tensor] = {}
-        self.generated = 0
-
-    def __call__(self, labels: torch.Tensor | None, n: int, seed: int) -> torch.Tensor:
-        label = None if labels is None else int(labels[0])
-        if labels is not None and not bool((labels == label).all()):
-            raise ValueError("the FID protocols draw one class at a time")
-        key = (label, seed)
-        have = self._memo.get(key)
-        if have is None or len(have) < n:
-            start = 0 if have is None else len(have)
-            seeds = sampling.sample_seeds(seed, n)[start:]
-            new = sampling.sample(self.denoiser, seeds=seeds, labels=label,
-                                  steps=self.spec.steps, solver=self.spec.solver,
-                                  guidance=self.spec.guidance, batch_size=self.batch_size)
-            self.generated += len(new)
-            have = new if have is None else torch.cat([have, new])
-            self._memo[key] = have
-        return have[:n].clamp(-1, 1)
+from diffnb.sources import SamplerSpec, SampleSource
 
 
 def _result_path(preset_name: str, tag: str):
@@ -102,6 +52,12 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     always recomputed, so every number in ``results/`` is re-derived where it is checked. A
     results file that does not parse is recomputed, with a warning. Under 2048 images per set,
     one :class:`fid.SmallSampleWarning` at the caller's line.
+
+    Samples come from a :class:`SampleSource`: every class of both protocols is drawn at once,
+    and features of a (sampler, class, seed) stream already in the feature cache
+    (``.cache/fid/generated``, git-ignored) are read, not generated again; the numbers are the
+    same either way. ``generated_images`` counts the samples drawn, ``reused_images`` the
+    samples whose features came from that cache.
     """
     preset = trained.preset
     p = profile or runtime.profile()
@@ -130,7 +86,10 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
         else:
             if stamped == want and all(old.get(k) == v for k, v in want.items()):
                 return old
-    gen = SampleSource(den, spec)
+    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"])
+    # every draw of every protocol at once (the standard protocol's extend the report's)
+    gen.plan([d for pr in protocols for d in fid.draws(pr, seed=seed, class_conditional=cc,
+                                                        **sizes[pr])])
     t0 = time.perf_counter()
     out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
            "sampler_label": spec.label, "epochs": preset.train.epochs,
@@ -139,7 +98,8 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     for protocol in protocols:
         out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
                                      warn=False, **sizes[protocol])
-    out["generated_images"] = gen.generated
+    out["generated_images"] = gen.generated   # drawn by the sampler for this call
+    out["reused_images"] = gen.reused         # features read from the cache instead
     out["eval_seconds"] = time.perf_counter() - t0
     atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))

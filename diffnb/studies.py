@@ -110,17 +110,19 @@ def class0_bug(trained, *, profile: runtime.Profile, seed: int = SEED) -> dict:
     """FID of T-shirt/top samples vs real T-shirts (report protocol's n): sampled as class 0,
     and sampled the report's way (``if target:`` is false for 0: no class)."""
     from diffnb import fid
+    from diffnb.sources import SamplerSpec, SampleSource
 
     n = profile.fid_report_per_class
-    seeds = sampling.sample_seeds(seed, n)
 
     def compute():
+        # the report protocol's sampler (evaluation.score's default): "as class 0" is the very
+        # stream it draws for class 0 (seed + 0), so its features come from the feature cache
+        src = SampleSource(trained.denoiser, SamplerSpec().resolved(profile))
+        hows = (("as class 0", 0), ("report's if target: (no class)", None))
+        src.plan([(label, n, seed) for _, label in hows])
         real = fid.real_features("train", n=n, label=0, seed=seed)
-        out = {}
-        for how, labels in (("as class 0", 0), ("report's if target: (no class)", None)):
-            x = sampling.sample(trained.denoiser, seeds=seeds, labels=labels,
-                                steps=profile.sampler_steps)
-            out[how] = fid.fid_from_features(fid.features(x.clamp(-1, 1)), real)
+        out = {how: fid.fid_from_features(src.features(label, n, seed), real)
+               for how, label in hows}
         return {"n": n, "fid": out, "preset": trained.preset.name}
     key = {"preset": trained.preset.name, "run_key": config.run_key(trained.preset), "n": n,
            "seed": seed, "steps": profile.sampler_steps}

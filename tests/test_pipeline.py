@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from diffnb import pipeline, runtime, transport
+from diffnb.fid import generated
 
 STAGES = ["train:class_2+class_4", "train:base_1", "fid:class_4", "study:class0_bug"]
 TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds", "epoch_seconds", "images_per_second",
@@ -21,6 +22,9 @@ TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds", "epoch_seconds", "ima
 def _use(root, monkeypatch):
     monkeypatch.setenv("DIFFNB_OUTPUTS", str(root))
     monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(root / "checkpoints"))
+    # features of generated images are the machine's: a cold one has none, so every stage
+    # computes them again (Inception's weights and the real-image statistics stay shared)
+    monkeypatch.setattr(generated, "store_dir", lambda: root / "generated_features")
 
 
 def _strip(obj):

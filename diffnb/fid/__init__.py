@@ -6,7 +6,8 @@ One module per concept, each importing only the ones above it:
   distance    FID (low-rank, eigh, pytorch-fid's), KID, statistics, the small-sample warning
   network     pytorch-fid's InceptionV3 and preprocessing: features of tensors and folders
   reference   real-image features and reference statistics, cached; the real-vs-real floor
-  protocols   :func:`evaluate` with the ``report`` and ``standard`` protocols
+  protocols   :func:`evaluate` with the ``report`` and ``standard`` protocols; their :func:`draws`
+  generated   features of generated images on disk, per (sampler, class, seed) stream
   __main__    ``python -m diffnb.fid DIR DIR``
 """
 from diffnb.fid.distance import (
@@ -30,7 +31,7 @@ from diffnb.fid.network import (
                                  inception,
                                  pytorch_fid_cli_score,
 )
-from diffnb.fid.protocols import PROTOCOLS, REPORT_REPEATS, class_counts, evaluate, smallest_set
+from diffnb.fid.protocols import PROTOCOLS, REPORT_REPEATS, class_counts, draws, evaluate, smallest_set
 from diffnb.fid.reference import (
                                  heldout_features,
                                  heldout_fid,
@@ -51,7 +52,7 @@ from diffnb.fid.weights import (
 
 __all__ = ["DIMS", "IMAGE_EXTENSIONS", "METHODS", "PROTOCOLS", "REPORT_REPEATS", "SMALL_SAMPLE",
            "WEIGHTS_FILE", "SmallSampleWarning", "check_model_space", "class_counts", "convert",
-           "default_batch_size", "evaluate", "features", "fid_from_features",
+           "default_batch_size", "draws", "evaluate", "features", "fid_from_features",
            "fid_from_statistics", "folder_features", "frechet_distance", "heldout_features",
            "heldout_fid", "image_files", "inception", "kid_from_features", "layer_map",
            "pytorch_fid_cli_score", "real_features", "real_vs_real", "reference_statistics",

@@ -23,8 +23,30 @@ PROTOCOLS = ("report", "standard")
 REPORT_REPEATS = 10  # unconditional models, report protocol: repeats averaged
 
 
+def draws(protocol: str, *, n: int, n_per_class: int | None = None, test_n: int | None = None,
+          seed: int = 0, class_conditional: bool = True) -> list[tuple[int | None, int, int]]:
+    """The (label, n, seed) draws a protocol asks its generator for, in order (``test_n``
+    changes none: it is accepted so that a protocol's sizes pass as they are)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if protocol == "report":
+        if class_conditional:
+            return [(c, n, seed + c) for c in range(data.NUM_CLASSES)]
+        return [(None, n, seed + r) for r in range(REPORT_REPEATS)]
+    if class_conditional:
+        return [(c, max(count, n_per_class), seed + c) for c, count in enumerate(class_counts(n))]
+    return [(None, n, seed)]
+
+
 def _generated_features(generate, *, label: int | None, n: int, seed: int,
                         **kw) -> np.ndarray:
+    features = getattr(generate, "features", None)
+    if features is not None:  # a source that gives features itself (sources.SampleSource)
+        feats = features(label, n, seed, **kw)
+        if np.ndim(feats) != 2 or len(feats) != n:
+            raise ValueError(f"generate.features(label, {n}, seed) must return (n, D) features; "
+                             f"got shape {np.shape(feats)}")
+        return feats
     labels = None if label is None else torch.full((n,), label, dtype=torch.long)
     images = generate(labels, n, seed)
     if not torch.is_tensor(images) or images.ndim != 4 or len(images) != n:
@@ -137,7 +159,10 @@ def evaluate(generate, *, protocol: str, n: int, n_per_class: int | None = None,
 
     ``generate(labels, n, seed) -> (n, 1, 32, 32)`` model-space tensor; ``labels`` is a
     LongTensor of n class indices, or None for a model that is not class-conditional.
-    Class c is generated with seed ``seed + c``.
+    Class c is generated with seed ``seed + c``. A generator with a ``features(label, n, seed,
+    batch_size=, device=)`` method gives the features itself (and gets every :func:`draws` at
+    once from its ``prefetch(draws, batch_size=, device=)`` if it has one), as
+    ``diffnb.sources.SampleSource`` does: cached, and drawn for all classes at once.
 
     ``report``: per class, n generated vs n real training images (64 in the report);
     ``average`` = mean of the ten per-class FIDs, the report's "Average FID". Not
@@ -165,6 +190,10 @@ def evaluate(generate, *, protocol: str, n: int, n_per_class: int | None = None,
         warn_small_sample(smallest, what=f"protocol {protocol!r} with n={n}, smallest set "
                           f"{smallest}; read each FID next to its floor (floor_*)", stacklevel=2)
     kw = {"batch_size": batch_size, "device": device}
+    prefetch = getattr(generate, "prefetch", None)
+    if prefetch is not None:  # every class at once: large batches for the sampler and Inception
+        prefetch(draws(protocol, n=n, n_per_class=n_per_class, seed=seed,
+                       class_conditional=class_conditional), **kw)
     if protocol == "report":
         run = _report_conditional if class_conditional else _report_unconditional
         out = run(generate, n=n, seed=seed, **kw)
