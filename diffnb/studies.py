@@ -40,18 +40,22 @@ def ablation_changes(guidance: float = GUIDANCE, *, profile: runtime.Profile) ->
 
 
 def _memo(name: str, key: dict, compute, profile: runtime.Profile):
-    """``compute()`` once per key, stored in ``results[/<profile>]/memo/<name>.json``."""
+    """``compute()`` once per key, stored in ``results[/<profile>]/memo/<name>.json``. Like a
+    score (``evaluation.score``), a stored value is reused only where this checkout's stamp says
+    it was computed here (or unpacked from its own GPU run): a fresh clone computes it again."""
     path = runtime.output_dir("results", profile) / "memo" / f"{name}.json"
-    if path.exists():
+    stamp = runtime.stamps_dir() / f"{profile.name}_memo_{name}.json"
+    if path.exists() and stamp.exists():
         try:
-            stored = json.loads(path.read_text())
-            if stored.get("key") == key:
+            stored, stamped = json.loads(path.read_text()), json.loads(stamp.read_text())
+            if stored.get("key") == key and stamped == key:
                 return stored["value"]
         except json.JSONDecodeError:
             pass  # truncated by an interrupted run: compute again
     value = compute()
     blob = {"key": key, "value": value, "profile": profile.name, "device": runtime.device_name()}
     atomic_write(path, json.dumps(blob, indent=2, sort_keys=True, default=float) + "\n")
+    atomic_write(stamp, json.dumps(key, sort_keys=True, default=float))
     return value
 
 

@@ -81,6 +81,28 @@ def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch,
     assert calls == ["standard", "standard"]
 
 
+def test_study_memo_is_reused_only_with_this_checkouts_stamp(tmp_path, monkeypatch):
+    from diffnb import studies
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    profile, calls = runtime.PROFILES["tiny"], []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+    key = {"n": 3, "seed": 0}
+    assert studies._memo("s_test", key, compute, profile) == {"value": 1}
+    assert studies._memo("s_test", key, compute, profile) == {"value": 1}   # reused here
+    assert studies._memo("s_test", {**key, "n": 4}, compute, profile) == {"value": 2}  # new key
+    for stamp in runtime.stamps_dir().glob("tiny_memo_*"):
+        stamp.unlink()                                  # a fresh clone: results/ only
+    assert studies._memo("s_test", {**key, "n": 4}, compute, profile) == {"value": 3}
+    path = runtime.output_dir("results", profile) / "memo" / "s_test.json"
+    path.write_text(path.read_text()[:20])              # cut short by an interrupted run
+    assert studies._memo("s_test", {**key, "n": 4}, compute, profile) == {"value": 4}
+    assert json.loads(path.read_text())["value"] == {"value": 4}
+
+
 @pytest.fixture
 def scoring(tmp_path, monkeypatch, random_class_model):
     """A tiny random class-conditional 'trained preset'; results and caches in tmp_path."""
