@@ -48,6 +48,7 @@ from diffnb.stages import (  # noqa: F401  (the queue's public names, defined in
     prior_seconds,
     reads_models,
     stage_flops,
+    stage_key,
 )
 
 
@@ -217,6 +218,12 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
     ran_here = 0
+    keys = {s.name: stage_key(s, profile) for s in plan(profile)}
+    stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
+    if stale:   # the profile, a preset or a notebook changed since (stages.stage_key)
+        print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
+              "again, reusing the models and scores that still match")
+        state["stages"] = {k: v for k, v in state["stages"].items() if k not in stale}
     for stage in stages:
         if stage.name in state["stages"]:
             continue
@@ -255,7 +262,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         seconds = time.perf_counter() - t0
         state["stages"][stage.name] = {"seconds": round(seconds, 2), "device": name,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
-                                       "info": info}
+                                       "info": info, "key": keys[stage.name]}
         save_state(profile, state)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)

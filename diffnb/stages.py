@@ -61,6 +61,30 @@ def celeba_lacks() -> str | None:
     return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
 
 
+def stage_key(stage: Stage, profile: runtime.Profile) -> str:
+    """What a finished stage's record in ``pipeline.json`` stands for: the profile's loop sizes,
+    the run keys of the presets it reads and, for the notebooks, their cells' sources. A record
+    with another key (the profile or a preset changed since; a notebook was edited) is run
+    again; its models and scores are reused where their own keys still match."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from diffnb import execute
+
+    names = trained_presets(profile) if stage.kind == "notebooks" else stage.presets
+    what = {"profile": dataclasses.asdict(profile),
+            "run_keys": [config.run_key(config.scaled(config.get_preset(n), profile))
+                         for n in names]}
+    if stage.kind == "notebooks":
+        import nbformat
+
+        what["sources"] = [[c.source for c in nbformat.read(path, as_version=4).cells]
+                           for path in execute.notebooks()]
+    blob = json.dumps(what, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def trained_presets(profile: runtime.Profile) -> list[str]:
     """Every preset the queue trains, in its order."""
     return [name for s in plan(profile) if s.kind == "train" for name in s.presets]

@@ -262,3 +262,42 @@ def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(
     (tmp_path / ".gpu").mkdir()
     (tmp_path / ".gpu" / "waiting.json").write_text('[".gpu/data/train-images-idx3-ubyte.gz"]')
     assert "the data" in pipeline.missing(base_1, tiny, empty)
+
+
+def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed(
+        tmp_path, monkeypatch):
+    """pipeline.json records each stage's key (stages.stage_key): `make reproduce` after a
+    change of loop sizes, of a preset or of a notebook's cells redoes exactly those stages."""
+    from dataclasses import replace
+
+    import nbformat
+
+    from diffnb import config, execute, stages
+
+    _use(tmp_path, monkeypatch)
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, ctx: ran.append(stage.name) or {})
+    only = ["study:zero_init", "study:floor_curve"]
+    tiny = runtime.PROFILES["tiny"]
+    assert pipeline.run(tiny, only=only, device="cpu")["pending"] == []
+    assert ran == only
+    pipeline.run(tiny, only=only, device="cpu")
+    assert ran == only                                       # nothing to do
+    pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
+    assert ran == only * 2                                   # the profile changed: both
+    p = config.get_preset("condbn_1")
+    monkeypatch.setitem(config.PRESETS, "condbn_1", replace(p, train=replace(p.train, lr=p.train.lr * 3)))
+    pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
+    assert ran == only * 2 + ["study:zero_init"]             # only the stage reading condbn_1
+
+    nb = tmp_path / "01_x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), nb)
+    monkeypatch.setattr(execute, "notebooks", lambda: [nb])
+    key = stages.stage_key(stages.Stage("notebooks", "notebooks"), tiny)
+    book = nbformat.read(nb, as_version=4)
+    book.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"})]
+    nbformat.write(book, nb)
+    assert stages.stage_key(stages.Stage("notebooks", "notebooks"), tiny) == key  # outputs: no
+    book.cells[0].source = "1 + 2"
+    nbformat.write(book, nb)
+    assert stages.stage_key(stages.Stage("notebooks", "notebooks"), tiny) != key  # a cell: yes
