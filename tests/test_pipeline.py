@@ -287,6 +287,8 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
     assert ran == only * 2                                   # the profile changed: both
     p = config.get_preset("condbn_1")
     monkeypatch.setitem(config.PRESETS, "condbn_1", replace(p, train=replace(p.train, lr=p.train.lr * 3)))
+    state = pipeline.load_state(replace(tiny, floor_ns=(2, 3)))   # what sessions/prepare see
+    assert "study:floor_curve" in state["stages"] and "study:zero_init" not in state["stages"]
     pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
     assert ran == only * 2 + ["study:zero_init"]             # only the stage reading condbn_1
 
