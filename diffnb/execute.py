@@ -7,6 +7,7 @@ only over notebooks whose saved outputs are not a full run's; otherwise into the
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -34,17 +35,20 @@ def destination(path: Path, profile: runtime.Profile) -> Path:
 def execute(path: Path, *, profile: runtime.Profile, timeout: int = 3600) -> tuple[Path, float]:
     """Execute one notebook in ``profile``; returns where it was written and the seconds."""
     import nbformat
-    from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)   # the last run's widgets: only this run's are saved
     start = time.perf_counter()
     with runtime.using_profile(profile):  # the kernel inherits it
         # no per-cell timestamps: a notebook's seconds go to results/timings.json instead
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        client = _client(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                         resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
     seconds = time.perf_counter() - start
     for cell in nb.cells:  # timestamps an earlier nbclient run left
         cell.get("metadata", {}).pop("execution", None)
+        coalesce_streams(cell)
+    shown_widgets_only(nb, closed=client.closed)
     stable_widget_ids(nb, salt=path.name)
     nb.metadata["diffnb"] = {"profile": profile.name, "device": runtime.device_name()}
     out = destination(path, profile)
@@ -56,13 +60,73 @@ _WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def coalesce_streams(cell) -> None:
+    """Consecutive stdout (or stderr) outputs of a cell as one, as a terminal shows them: how the
+    kernel happened to cut its stream into messages (timing) does not change the saved file."""
+    merged = []
+    for out in cell.get("outputs", []):
+        if merged and out.get("output_type") == "stream" and \
+                merged[-1].get("output_type") == "stream" and merged[-1]["name"] == out["name"]:
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    if "outputs" in cell:
+        cell["outputs"] = merged
+
+
+def _client(nb, **kwargs):
+    """An nbclient that remembers which widgets the kernel closed (nbclient keeps their state)."""
+    from nbclient import NotebookClient
+
+    class Client(NotebookClient):
+        def handle_comm_msg(self, outs, msg, cell_index):
+            super().handle_comm_msg(outs, msg, cell_index)
+            if msg["msg_type"] == "comm_close":
+                self.closed.add(msg["content"]["comm_id"])
+
+    client = Client(nb, **kwargs)
+    client.closed = set()
+    return client
+
+
+def shown_widgets_only(nb, *, closed=()) -> int:
+    """Drop saved widget models that no cell shows (directly or through ``IPY_MODEL_`` references),
+    and the views of widgets the kernel ``closed`` (a progress bar with ``leave=False``: a live
+    notebook shows nothing there either). Returns how many models were dropped."""
+    import re
+
+    for cell in nb.cells:
+        if closed and "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if o.get("data", {}).get(
+                _WIDGET_VIEW, {}).get("model_id") not in closed]
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state")
+    if not state:
+        nb.metadata.pop("widgets", None)
+        return 0
+    todo = [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells
+            for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
+    keep = set()
+    while todo:
+        mid = todo.pop()
+        if mid in keep or mid not in state:
+            continue
+        keep.add(mid)
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[mid]))
+    dropped = len(state) - len(keep)
+    if keep:
+        nb.metadata["widgets"][_WIDGET_STATE]["state"] = {k: v for k, v in state.items()
+                                                          if k in keep}
+    else:
+        nb.metadata.pop("widgets", None)
+    return dropped
+
+
 def stable_widget_ids(nb, *, salt: str) -> int:
     """Replace the kernel's random widget model ids (uuid4 hex) by ids derived from ``salt`` and
     their order of creation, everywhere they occur (the saved widget state, the references
     ``IPY_MODEL_<id>`` inside it, the cells' widget views), so that executing a notebook twice
     saves the same outputs. Returns how many ids were replaced."""
     import hashlib
-    import json
 
     state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
     views = [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells

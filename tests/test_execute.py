@@ -1,5 +1,6 @@
-"""Executing a notebook twice saves the same file (diffnb.execute): no per-cell timestamps, and
-the kernel's random widget ids replaced by stable ones."""
+"""Executing a notebook twice saves the same file (diffnb.execute): no per-cell timestamps, the
+kernel's random widget ids replaced by stable ones, only the widgets a cell shows, one output per
+run of stdout."""
 import json
 import uuid
 
@@ -58,6 +59,32 @@ def test_a_notebook_without_widgets_is_left_alone():
     assert json.dumps(nb, sort_keys=True) == before
 
 
+def test_only_widgets_a_cell_shows_are_saved():
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    nb = _widget_notebook(ids)
+    state = nb.metadata["widgets"][STATE]["state"]
+    bar, style = uuid.uuid4().hex, uuid.uuid4().hex   # a closed progress bar and its style
+    state[bar] = {"model_name": "FloatProgressModel", "state": {"style": f"IPY_MODEL_{style}"}}
+    state[style] = {"model_name": "ProgressStyleModel", "state": {}}
+    assert execute.shown_widgets_only(nb) == 2
+    assert set(nb.metadata["widgets"][STATE]["state"]) == set(ids)   # box, slider, layout
+    nb.cells[0].outputs = []                           # nothing shown: no widget state at all
+    assert execute.shown_widgets_only(nb) == 3 and "widgets" not in nb.metadata
+
+
+def test_consecutive_stream_outputs_are_saved_as_one():
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="w\n"),
+                    nbformat.v4.new_output("display_data", data={"text/plain": "fig"}),
+                    nbformat.v4.new_output("stream", name="stdout", text="c\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="d\n")]
+    execute.coalesce_streams(cell)
+    assert [(o.get("name"), o.get("text")) for o in cell.outputs] == [
+        ("stdout", "a\nb\n"), ("stderr", "w\n"), (None, None), ("stdout", "c\nd\n")]
+
+
 @pytest.mark.slow
 def test_executing_twice_saves_the_same_file(tmp_path, monkeypatch):
     """A real kernel: a widget, a seeded draw, a figure. The second execution's file equals the
@@ -70,7 +97,13 @@ def test_executing_twice_saves_the_same_file(tmp_path, monkeypatch):
         "import matplotlib.pyplot as plt\n"
         "print(torch.randn(3, generator=torch.Generator().manual_seed(0)))\n"
         "fig, ax = plt.subplots(figsize=(2, 2)); ax.plot([0, 1], [1, 0]); plt.show()\n"
+        "import sys, time\n"
+        "from tqdm.auto import tqdm\n"
+        "for _ in tqdm(range(3), leave=False): time.sleep(0.05)\n"   # a bar closed at the end
+        "print('one', flush=True); time.sleep(0.2); print('two', flush=True)\n"
         "ipywidgets.VBox([ipywidgets.FloatSlider(value=0.5)])")])
+    stale = _widget_notebook([uuid.uuid4().hex for _ in range(3)]).metadata["widgets"]
+    nb.metadata["widgets"] = stale                     # an earlier run's widget state
     nbformat.write(nb, path)
     tiny = runtime.PROFILES["tiny"]
     saved = []
@@ -83,4 +116,7 @@ def test_executing_twice_saves_the_same_file(tmp_path, monkeypatch):
     assert "execution" not in nb["cells"][0]["metadata"]
     kinds = {k for o in nb["cells"][0]["outputs"] for k in o.get("data", {})}
     assert {"image/png", VIEW} <= kinds, kinds
-    assert len(nb["metadata"]["widgets"][STATE]["state"]) >= 3
+    state = nb["metadata"]["widgets"][STATE]["state"]
+    assert len(state) >= 3 and not any("Progress" in m["model_name"] for m in state.values())
+    streams = [o["text"] for o in nb["cells"][0]["outputs"] if o.get("name") == "stdout"]
+    assert len(streams) == 2 and "".join(streams[1]) == "one\ntwo\n"   # the tensor; one stream

@@ -123,7 +123,25 @@ def notebook_problems(nb: dict) -> list[str]:
     for i, cell in enumerate(nb.get("cells", [])):
         if cell.get("cell_type") == "code":
             problems += [f"cell {i}: {p}" for p in cell_problems(cell)]
-    return problems
+    return problems + widget_problems(nb)
+
+
+def widget_problems(nb: dict) -> list[str]:
+    """Saved widget models that no output shows (a closed bar, an earlier run's state): their
+    frozen values and timings would change with every run."""
+    view = "application/vnd.jupyter.widget-view+json"
+    state = nb.get("metadata", {}).get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    todo = [o["data"][view]["model_id"] for c in nb.get("cells", [])
+            for o in c.get("outputs", []) if view in o.get("data", {})]
+    shown = set()
+    while todo:
+        mid = todo.pop()
+        if mid in state and mid not in shown:
+            shown.add(mid)
+            todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[mid]))
+    orphans = sorted({state[m]["model_name"] for m in set(state) - shown})
+    return [f"widget state of models no cell shows: {', '.join(orphans)}"] if orphans else []
 
 
 def _source(cell: dict) -> str:
@@ -294,6 +312,16 @@ def test_each_rule_catches_its_problem(output, expected):
         output["data"]["text/html"] = output["data"].pop("text_html")
     problems = notebook_problems(nb_with(output))
     assert any(expected in p for p in problems), problems
+
+
+def test_saved_widget_state_that_no_cell_shows_is_caught():
+    nb = nb_with(WIDGET)
+    shown = WIDGET["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = {shown: {"model_name": "FloatSliderModel", "state": {}}}
+    nb["metadata"] = {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}}
+    assert notebook_problems(nb) == []
+    state["ab12"] = {"model_name": "FloatProgressModel", "state": {"value": 7.0}}
+    assert notebook_problems(nb) == ["widget state of models no cell shows: FloatProgressModel"]
 
 
 def test_an_allowed_warning_still_may_not_carry_an_absolute_path():
