@@ -1,7 +1,8 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh) on a fresh machine.
 #   make reproduce   the run queue (python -m diffnb.pipeline): train, score, studies, then every
 #                    notebook executed in order -> figures/, results/ (quick: figures/quick/, ...)
-#   make test        unit tests + nbval over the notebooks + the browser test
+#   make test        unit tests (two workers), then nbval over the notebooks in order, then the
+#                    browser test (it reuses the models the notebooks trained)
 # DIFFNB_PROFILE=quick|full picks the loop sizes (default: full with CUDA, quick without).
 PY := .venv/bin/python
 
@@ -13,8 +14,9 @@ reproduce:
 test:
 	bash scripts/setup.sh --test
 	$(PY) -m ruff check diffnb tests benchmarks scripts
-	$(PY) -m pytest -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env \
-		--durations=15 -rs
+	$(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile tests -m "not browser" --durations=15 -rs
+	$(PY) -m pytest -p no:cacheprovider notebooks tests/test_browser.py --nbval-lax \
+		--nbval-current-env --durations=15 -rs
 
 setup:
 	bash scripts/setup.sh --test

@@ -50,15 +50,15 @@ PROFILES = {
                     nfe_steps={"euler": (10, 18, 35, 50, 100), "heun": (6, 10, 18, 26, 50)},
                     train_batch=256, heun_steps=18),
     # Minutes on 2 CPU cores without native bf16 (fp32 at ~0.1 TFLOP/s): every architecture of
-    # the report, 2-4 epochs of 64 images, 10 Euler steps or 5 Heun steps (NFE 10 and 9), a few
+    # the report, 2-4 epochs of 64 images, 5 Euler steps or 3 Heun steps (NFE 5 both), a few
     # samples per class. Batches of at most 32, so that every run takes at least 4 steps: with
     # zero-initialised output layers, the label gets its first gradient at the third step.
-    "quick": Profile(name="quick", epochs_scale=0.04, epoch_images=64, valid_images=64,
+    "quick": Profile(name="quick", epochs_scale=0.04, epoch_images=64, valid_images=32,
                      grid_samples=16, per_class_samples=4, fid_report_per_class=4,
                      fid_standard_n=40, fid_standard_per_class=4, fid_test_n=200,
-                     sampler_steps=10, floor_ns=(4, 8, 16, 32, 64),
+                     sampler_steps=5, floor_ns=(4, 8, 16, 32, 64),
                      nfe_steps={"euler": (5, 10), "heun": (3, 6)}, max_train_batch=32,
-                     heun_steps=5),
+                     heun_steps=3),
     # The CI rehearsal of the GPU run queue (tests/test_pipeline.py): seconds, not minutes.
     "tiny": Profile(name="tiny", epochs_scale=0.04, epoch_images=64, valid_images=64,
                     grid_samples=4, per_class_samples=2, fid_report_per_class=3,

@@ -13,9 +13,9 @@ first row, the report protocol's class 0 in ``studies.class0_bug``) generates no
 Batches are padded so that a sample's numbers never depend on the batch it was drawn in: on
 this CPU (2-core AMD EPYC, AVX2) a sample in the partial group of rows at the end of a batch
 whose size is not a multiple of 4 differs from the same sample in a full group (measured: 3e-7
-in a trained class_2 sample after 10 Euler steps, up to 1e-2 with random-weight networks;
-Inception's features showed no such dependence: batches of 1 to 25 gave the same bits), so every
-sampler batch on a CPU is a multiple of :data:`CPU_MULTIPLE`; on a GPU
+in a trained class_2 sample after 10 Euler steps, up to 1e-2 with random-weight networks), so
+every sampler batch on a CPU is a multiple of :data:`CPU_MULTIPLE`, and every Inception batch
+has :data:`CPU_FEATURE_BATCH` images (with one thread its bits depended on the batch too); on a GPU
 every batch (sampler and Inception) has the full batch size, so kernels chosen by shape are the
 same (not measured here: no GPU). Without the padding the cache would make a number depend on
 which call drew a sample first.
@@ -31,6 +31,9 @@ from diffnb import checkpoints, noise, runtime, sampling
 from diffnb.fid import generated, network
 
 CPU_MULTIPLE = 8  # sampler batches on a CPU: multiples of 8 rows (this AVX2 CPU groups by 4)
+# Inception batches on a CPU: always 8 images. With one thread, oneDNN gave an image other bits
+# in a batch of 24 than in batches of 1-12 (4.8e-6; with two threads all batches agreed).
+CPU_FEATURE_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ class SampleSource:
                 "amp": runtime.default_amp(dev),
                 "sampler_batches": f"multiples of {multiple}" if dev.type == "cpu" else f"{bs}",
                 "features_device": _device_text(feat_dev),
-                "features_batches": "any" if feat_dev.type == "cpu" else f"{feat_bs}",
+                "features_batches": f"{CPU_FEATURE_BATCH}" if feat_dev.type == "cpu" else
+                f"{feat_bs}",
                 "features_fn": f"{network.features.__module__}.{network.features.__qualname__}",
                 "torch": torch.__version__}
 
@@ -204,12 +208,14 @@ class SampleSource:
 
     @staticmethod
     def _features(images: torch.Tensor, *, batch_size: int | None, device) -> np.ndarray:
-        """Inception features of model-space images; on a GPU every batch is a full one (on
-        this CPU an image's features were found not to depend on its batch: no padding)."""
+        """Inception features of model-space images, every batch a full one: on a CPU always
+        ``CPU_FEATURE_BATCH`` images, on a GPU the batch size."""
         dev = runtime.device() if device is None else torch.device(device)
-        n, bs = len(images), batch_size or network.default_batch_size(dev)
-        if dev.type != "cpu":
-            images = _pad(images, padded_count(n, multiple=bs))
+        n = len(images)
+        bs = CPU_FEATURE_BATCH if dev.type == "cpu" else batch_size or \
+            network.default_batch_size(dev)
+        images = _pad(images, padded_count(n, multiple=bs))
+        batch_size = bs
         return network.features(images.detach().float().cpu(), batch_size=batch_size,
                                 device=device)[:n]
 

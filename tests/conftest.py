@@ -4,6 +4,10 @@ import pytest
 
 # Tests run in the quick profile on whatever device is there, unless told otherwise.
 os.environ.setdefault("DIFFNB_PROFILE", "quick")
+if os.environ.get("PYTEST_XDIST_WORKER"):   # `make test` runs two workers on two cores:
+    import torch  # one thread each, not two threads each
+
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(session, config, items):
