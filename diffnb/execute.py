@@ -60,6 +60,12 @@ _WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def _view_ids(nb) -> list[str]:
+    """The widget model ids the cells' outputs show, in order."""
+    return [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells
+            for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
+
+
 def coalesce_streams(cell) -> None:
     """Consecutive stdout (or stderr) outputs of a cell as one, as a terminal shows them: how the
     kernel happened to cut its stream into messages (timing) does not change the saved file."""
@@ -103,8 +109,7 @@ def shown_widgets_only(nb, *, closed=()) -> int:
     if not state:
         nb.metadata.pop("widgets", None)
         return 0
-    todo = [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells
-            for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
+    todo = _view_ids(nb)
     keep = set()
     while todo:
         mid = todo.pop()
@@ -129,8 +134,7 @@ def stable_widget_ids(nb, *, salt: str) -> int:
     import hashlib
 
     state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
-    views = [out["data"][_WIDGET_VIEW]["model_id"] for cell in nb.cells
-             for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
+    views = _view_ids(nb)
     ids = list(dict.fromkeys([*state, *views]))
     if not ids:
         return 0

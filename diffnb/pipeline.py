@@ -167,10 +167,11 @@ def state_path(profile: runtime.Profile) -> Path:
     return runtime.output_dir("results", profile) / "pipeline.json"
 
 
-def load_state(profile: runtime.Profile, *, say: bool = False) -> dict:
+def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None = None) -> dict:
     """The finished stages whose key (``stages.stage_key``) is still this checkout's: a record
     made before the profile, a preset or a notebook changed is dropped (``say``: print so), and
-    the queue runs that stage again, reusing the models and scores that still match."""
+    the queue runs that stage again, reusing the models and scores that still match.
+    ``keys``: the stages' keys when the caller has computed them already."""
     path = state_path(profile)
     if not path.exists():
         return {"profile": profile.name, "stages": {}}
@@ -179,7 +180,7 @@ def load_state(profile: runtime.Profile, *, say: bool = False) -> dict:
     except json.JSONDecodeError:
         print(f"pipeline: {path.name} is corrupt; starting from what is on disk", file=sys.stderr)
         return {"profile": profile.name, "stages": {}}
-    keys = {s.name: stage_key(s, profile) for s in plan(profile)}
+    keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
     stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
     if stale and say:
         print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
@@ -221,14 +222,14 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                   compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
     session_end = None if session_left_s is None else ctx.started + session_left_s
-    state, name = load_state(profile, say=True), runtime.device_name()
+    keys = {s.name: stage_key(s, profile) for s in plan(profile)}   # read once
+    state, name = load_state(profile, say=True, keys=keys), runtime.device_name()
     stages = [s for s in plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
                                                           for pat in only)]
     lacks = celeba_lacks()
     if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
     ran_here = 0
-    keys = {s.name: stage_key(s, profile) for s in stages}
     for stage in stages:
         if stage.name in state["stages"]:
             continue
