@@ -157,3 +157,55 @@ def install_wheels(root: Path, target: Path, waiting: list[str]) -> str:
                    check=True)
     atomic_write(stamp, names)
     return f"wheels: {len(wheels)} installed into {target.name}"
+
+
+# ---- what the machine's Python gets: its image plus the carried wheels --------------------------
+
+# markers are evaluated for the GPU image's Python (scripts/gpu/image.txt)
+DEVICE_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+                  "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                  "implementation_name": "cpython", "platform_python_implementation": "CPython",
+                  "extra": ""}
+
+
+def read_pins(path: Path) -> dict[str, str | None]:
+    """``name==version`` or a bare name per line, ``#`` comments skipped: name -> version."""
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for line in path.read_text().splitlines():
+        name, _, version = line.split("#")[0].strip().partition("==")
+        if name:
+            out[canonicalize_name(name)] = version or None
+    return out
+
+
+def wheel_requires(wheel: Path) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel's METADATA."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = z.read(meta).decode().split("\n\n")[0].splitlines()
+    return [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Requires-Dist:")]
+
+
+def unmet(carried: dict, image: dict, requires: dict[str, list[str]]) -> list[str]:
+    """Each requirement of a carried package (for the machine's platform) that neither the wheels
+    nor the image hold, or that the version there (where known) does not meet."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    have = image | carried               # a carried wheel comes first on the machine's path
+    out = []
+    for name, reqs in requires.items():
+        for text in reqs:
+            req = Requirement(text)
+            dep = canonicalize_name(req.name)
+            if req.marker is not None and not req.marker.evaluate(DEVICE_MARKERS):
+                continue
+            if dep not in have:
+                out.append(f"{name} {carried[name]} needs {req}: neither carried nor in the image")
+            elif have[dep] and not req.specifier.contains(have[dep], prereleases=True):
+                out.append(f"{name} {carried[name]} needs {req}: the machine gets {have[dep]}")
+    return out

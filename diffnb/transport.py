@@ -54,10 +54,19 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
     found += [p for p in (ckpt / profile.name).rglob("*.half.pt")]
     found += resume_points(profile)
     found += list(runtime.stamps_dir().glob(f"{profile.name}_*"))
-    nb_dir = root / "notebooks" if profile.name == "full" else root / "build/notebooks" / \
-        profile.name
-    found += sorted(nb_dir.glob("*.ipynb"))
+    # executed notebooks: in place (the full profile's, or any profile's over notebooks that
+    # do not hold a full run: diffnb.execute.destination), else under build/notebooks/<profile>/
+    found += [p for p in sorted((root / "notebooks").glob("*.ipynb"))
+              if _saved_profile(p) == profile.name]
+    found += sorted((root / "build/notebooks" / profile.name).glob("*.ipynb"))
     return sorted(p for p in found if not p.name.endswith(".tmp"))
+
+
+def _saved_profile(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["metadata"].get("diffnb", {}).get("profile")
+    except (ValueError, KeyError):
+        return None
 
 
 def resume_points(profile: runtime.Profile) -> list[Path]:

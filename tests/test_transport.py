@@ -1,6 +1,7 @@
 """Carrying files to the GPU machine in chunks, and packing its outputs back (diffnb.transport)."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,11 @@ def _make_outputs(root):
     half.write_bytes(b"weights")
     (half.parent / "last.pt").write_bytes(b"unfinished, not packed")
     (runtime.stamps_dir() / "tiny_a.json").write_text("{}")
+    # executed notebooks: in place over one that held no full run, else under build/ (execute.py)
+    for rel, saved in (("notebooks/01_a.ipynb", "tiny"), ("notebooks/02_b.ipynb", "full"),
+                       ("build/notebooks/tiny/02_b.ipynb", "tiny")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps({"metadata": {"diffnb": {"profile": saved}}}))
     return tiny
 
 
@@ -76,8 +82,12 @@ def test_pack_unpack_round_trip_into_a_cold_checkout(outputs_root, tmp_path):
     names = json.loads((tmp_path / "OUT" / "pack.json").read_text())["files"]
     assert "checkpoints/tiny/class-abc/e0002.half.pt" in names
     assert not any(n.endswith("last.pt") for n in names)
+    assert {n for n in names if n.endswith(".ipynb")} == {"notebooks/01_a.ipynb",
+                                                           "build/notebooks/tiny/02_b.ipynb"}
     before = {p.relative_to(outputs_root): p.read_bytes() for p in outputs_root.rglob("*")
-              if p.is_file() and p.name != "last.pt"}
+              if p.is_file() and p.name != "last.pt" and p.name != "02_b.ipynb"}
+    before[Path("build/notebooks/tiny/02_b.ipynb")] = \
+        (outputs_root / "build/notebooks/tiny/02_b.ipynb").read_bytes()
     import shutil
     shutil.rmtree(outputs_root)                              # the machine went cold
     r = transport.unpack(tmp_path / "OUT", outputs_root)

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from diffnb import carry, data, pipeline, runtime, sessions, stages, weights
 
 ROOT = runtime.project_root()
@@ -34,18 +36,29 @@ COMMAND = ("set -e; export PYTHONUNBUFFERED=1 DIFFNB_DATA_DIR=$PWD/.gpu/data "
 
 
 def wheels() -> dict[str, Path]:
+    """The wheels of wheels.txt for the machine's Python, downloaded once; checked to hold, with
+    what the image has (image.txt), every requirement they name."""
     folder = GPU / "wheels"
     folder.mkdir(parents=True, exist_ok=True)
     req = ROOT / "scripts/gpu/wheels.txt"
-    names = [line.split("==")[0].lower().replace("-", "_") for line in req.read_text().split("\n")
-             if line and not line.startswith("#")]
-    have = {p.name.split("-")[0].lower() for p in folder.glob("*.whl")}
-    if not all(n in have for n in names):
+    want = carry.read_pins(req)
+    found = {canonicalize_name(w.name.split("-")[0]): w for w in folder.glob("*.whl")}
+    for name, w in list(found.items()):       # another version, or no longer carried: not carried
+        if want.get(name) != w.name.split("-")[1]:
+            w.unlink()
+            del found[name]
+    if set(want) - set(found):
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                "--python-version", "3.12", "--implementation", "cp", "-d", str(folder),
                "-r", str(req)] + [a for p in PLATFORMS for a in ("--platform", p)]
         subprocess.run(cmd, check=True)
-    return {f".gpu/wheels/{w.name}": w for w in sorted(folder.glob("*.whl"))}
+        found = {canonicalize_name(w.name.split("-")[0]): w for w in folder.glob("*.whl")}
+    problems = carry.unmet(want, carry.read_pins(ROOT / "scripts/gpu/image.txt"),
+                           {n: carry.wheel_requires(w) for n, w in found.items() if n in want})
+    if problems:
+        sys.exit("prepare: the GPU machine would lack a package; add it to scripts/gpu/wheels.txt:\n  "
+                 + "\n  ".join(problems))
+    return {f".gpu/wheels/{w.name}": w for w in sorted(found.values())}
 
 
 def data_files() -> dict[str, Path]:
