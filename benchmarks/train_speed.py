@@ -17,12 +17,14 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
 from diffnb import config, data, models, runtime, training
 from diffnb import flops as count
 from diffnb.precond import Denoiser
+from diffnb.results import atomic_write
 
 # bf16 dense matrix rate: H100/H200 measured (8192^3 matmul, ~790 TFLOP/s; spec 989), others spec
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0, "L4": 121.0}
@@ -155,19 +157,20 @@ def main() -> None:
               "naive_batch": 32, "diffnb_batch": batch, "compile": args.compile,
               "naive_img_s": round(naive, 1), "diffnb_img_s": round(ours, 1),
               "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),
+              "diffnb_precision": "bf16" if runtime.default_amp(dev) else "fp32",
               "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
               "mfu": round(tflops / peak, 4) if peak else None,
               "warmup_seconds_incl_compile": round(warm_seconds, 1),
               "loops": {"naive": asdict(naive_loop), "diffnb": asdict(ours_loop)}}
     print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
     print(f"naive  (DataLoader, fp32, batch 32): {naive:9.1f} img/s")
-    print(f"diffnb (on-device, bf16, CL, batch {batch}{', compiled' if args.compile else ''}): "
+    precision = "bf16" if runtime.default_amp(dev) else "fp32"
+    print(f"diffnb (on-device, {precision}, CL, batch {batch}{', compiled' if args.compile else ''}): "
           f"{ours:9.1f} img/s  ({tflops:.3f} TFLOP/s"
           + (f", MFU {tflops / peak:.1%} of {peak:.0f} bf16 peak)" if peak else ", no peak known for this device)"))
     print(f"ratio diffnb / naive: {ours / naive:.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write(Path(args.json), json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "loops"}))
 
 

@@ -17,7 +17,9 @@ Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skippe
 no stage is started that is not expected to finish before the deadline (the measured time of
 the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
 resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session, whose end loses an
+exits 0 with nothing lost. A stage that raises is recorded under ``failed`` in ``pipeline.json``
+with its error, its traceback is printed, and the queue goes on with the next stages (the exit
+status is then 1); it runs again next time. With ``--session-left`` (a borrowed GPU's session, whose end loses an
 unfinished training) no training is started that is not expected to finish in it. A stage waits
 (and the queue goes on with the next) for what this machine lacks: the models it reads, carried
 files still in transit, packages, the FID weights; the notebooks wait for every other stage.
@@ -25,16 +27,14 @@ files still in transit, packages, the FID weights; the notebooks wait for every 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from diffnb import carry, checkpoints, config, runtime, training
-from diffnb.results import atomic_write
 from diffnb.stages import (  # noqa: F401  (the queue's public names, defined in stages)
     ASSUMED_TFLOPS,
     CELEBA_STAGE,
@@ -43,12 +43,15 @@ from diffnb.stages import (  # noqa: F401  (the queue's public names, defined in
     calibration,
     celeba_lacks,
     expected_seconds,
+    load_state,
     needs_fid,
     plan,
     prior_seconds,
     reads_models,
+    save_state,
     stage_flops,
     stage_key,
+    state_path,
 )
 
 
@@ -156,47 +159,11 @@ def run_stage(stage: Stage, ctx: Context) -> dict:
         return {"report": s["report"]["average"], "standard": s["standard"]["pooled"]}
     if stage.kind == "study":
         return studies.run(stage.name.split(":", 1)[1], ctx)
+    if stage.kind == "bench":
+        return studies.train_speed(stage.presets[0], ctx)
     from diffnb import execute
 
     return execute.run_all(profile=ctx.profile)
-
-
-# ---- state: results[/<profile>]/pipeline.json ---------------------------------------------
-
-def state_path(profile: runtime.Profile) -> Path:
-    return runtime.output_dir("results", profile) / "pipeline.json"
-
-
-def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None = None) -> dict:
-    """The finished stages whose key (``stages.stage_key``) is still this checkout's: a record
-    made before the profile, a preset or a notebook changed is dropped (``say``: print so), and
-    the queue runs that stage again, reusing the models and scores that still match.
-    ``keys``: the stages' keys when the caller has computed them already."""
-    path = state_path(profile)
-    if not path.exists():
-        return {"profile": profile.name, "stages": {}}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        print(f"pipeline: {path.name} is corrupt; starting from what is on disk", file=sys.stderr)
-        return {"profile": profile.name, "stages": {}}
-    keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
-    stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
-    if stale and say:
-        print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
-              "again, reusing the models and scores that still match")
-    state["stages"] = {k: v for k, v in state["stages"].items() if k not in stale}
-    return state
-
-
-def save_state(profile: runtime.Profile, state: dict) -> None:
-    atomic_write(state_path(profile), json.dumps(state, indent=2, sort_keys=True) + "\n")
-    stages = state["stages"]
-    timings = {"profile": profile.name, "devices": sorted({s["device"] for s in stages.values()}),
-               "stage_seconds": {k: v["seconds"] for k, v in stages.items()},
-               "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1)}
-    atomic_write(runtime.output_dir("results", profile) / "timings.json",
-                 json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
@@ -229,7 +196,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     lacks = celeba_lacks()
     if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
-    ran_here = 0
+    ran_here, failed = 0, []
     for stage in stages:
         if stage.name in state["stages"]:
             continue
@@ -265,7 +232,19 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                     "longer --deadline" if first else "run the same command again to go on")
             print(f"pipeline: {stage.name} stopped at the deadline ({why}); {hint}.")
             break
+        except Exception as err:   # a stage's fault must not cost the stages after it their turn
+            traceback.print_exc()
+            failed.append(stage.name)
+            state.setdefault("failed", {})[stage.name] = {
+                "error": f"{type(err).__name__}: {err}"[:500], "device": name,
+                "seconds": round(time.perf_counter() - t0, 2), "key": keys[stage.name]}
+            save_state(profile, state)
+            print(f"pipeline: {stage.name} FAILED ({type(err).__name__}: {err}); going on with "
+                  "the next stages (those that read its results wait)", flush=True)
+            continue
         seconds = time.perf_counter() - t0
+        if state.get("failed", {}).pop(stage.name, None) is not None and not state["failed"]:
+            del state["failed"]
         state["stages"][stage.name] = {"seconds": round(seconds, 2), "device": name,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
                                        "info": info, "key": keys[stage.name]}
@@ -274,8 +253,9 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in stages if s.name not in state["stages"]]
     print(f"pipeline: {len(stages) - len(pending)}/{len(stages)} stages done"
-          + (f"; next: {pending[0]}" if pending else "; all done"))
-    return {"pending": pending, "state": state}
+          + (f"; next: {pending[0]}" if pending else "; all done")
+          + (f"; FAILED here: {', '.join(failed)} (the traceback above)" if failed else ""))
+    return {"pending": pending, "state": state, "failed": failed}
 
 
 def describe(profile: runtime.Profile, device: torch.device) -> str:
@@ -316,8 +296,10 @@ def main(argv=None) -> None:
             print(describe(profile, torch.device(args.device) if args.device else runtime.device()))
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
-        run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
-            compile=compile_mode, session_left_s=args.session_left)
+        r = run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
+                compile=compile_mode, session_left_s=args.session_left)
+        if r["failed"]:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

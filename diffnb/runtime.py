@@ -40,6 +40,8 @@ class Profile:
     train_batch: int | None = None  # raise smaller preset batches to this (lr * sqrt(ratio))
     max_train_batch: int | None = None  # lower larger preset batches to this (lr * sqrt(ratio))
     heun_steps: int = 18            # Heun steps of notebook 06 (EDM's 18 for 32x32: NFE 35)
+    bench_steps: int = 200          # benchmarks/train_speed.py: timed steps of diffnb's loop
+    bench_batch: int = 512          # ... at this batch (the naive loop: the same images by 32)
 
 
 PROFILES = {
@@ -58,13 +60,13 @@ PROFILES = {
                      fid_standard_n=40, fid_standard_per_class=4, fid_test_n=200,
                      sampler_steps=5, floor_ns=(4, 8, 16, 32, 64),
                      nfe_steps={"euler": (5, 10), "heun": (3, 6)}, max_train_batch=32,
-                     heun_steps=3),
+                     heun_steps=3, bench_steps=2, bench_batch=32),
     # The CI rehearsal of the GPU run queue (tests/test_pipeline.py): seconds, not minutes.
     "tiny": Profile(name="tiny", epochs_scale=0.04, epoch_images=64, valid_images=64,
                     grid_samples=4, per_class_samples=2, fid_report_per_class=3,
                     fid_standard_n=20, fid_standard_per_class=2, fid_test_n=40,
                     sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)},
-                    heun_steps=2),
+                    heun_steps=2, bench_steps=1, bench_batch=32),
 }
 
 # The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".

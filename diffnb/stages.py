@@ -3,13 +3,16 @@
 A stage trains a group of presets (a longer constant-LR run continues a shorter one: class_2 ->
 class_4), scores one model, runs one study or executes the notebooks. Its cost is counted in
 FLOPs (``diffnb.flops``), turned into seconds at an assumed rate, and calibrated by the seconds
-measured on the same device for the stages already finished (``pipeline.json``). The queue
-(``diffnb.pipeline``) runs the stages; the GPU session planner (``diffnb.sessions``) sizes a
-borrowed machine's calls from the same numbers.
+measured on the same device for the stages already finished (``pipeline.json``, read and
+written here: the finished stages, and the last failure of any stage that has not finished
+since). The queue (``diffnb.pipeline``) runs the stages; the GPU session planner
+(``diffnb.sessions``) sizes a borrowed machine's calls from the same numbers.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 import torch
 
 from diffnb import config, flops, runtime, training
+from diffnb.results import atomic_write
 
 TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
                 ("base_2",), ("base_1",))
@@ -31,11 +35,13 @@ NO_MODEL_STUDIES = ("study:zero_init", "study:floor_curve")  # fresh nets / real
 @dataclass(frozen=True)
 class Stage:
     name: str
-    kind: str                      # train | fid | study | notebooks
+    kind: str                      # train | fid | study | bench | notebooks
     presets: tuple[str, ...] = ()
 
 
 CELEBA_STAGE = Stage("train:celeba_unet", "train", ("celeba_unet",))
+# benchmarks/train_speed.py on the report's largest model: the naive loop vs diffnb's trainer
+BENCH_STAGE = Stage("bench:train_speed", "bench", ("class_2",))
 
 
 def plan(profile: runtime.Profile) -> list[Stage]:
@@ -50,6 +56,7 @@ def plan(profile: runtime.Profile) -> list[Stage]:
             Stage("study:fid_vs_nfe", "study", ("unet_attn",)),
             Stage("study:zero_init", "study", ("condbn_1",)),
             Stage("study:floor_curve", "study"),
+            BENCH_STAGE,
             *([CELEBA_STAGE] if celeba_lacks() is None else []),
             Stage("notebooks", "notebooks")]
 
@@ -65,15 +72,18 @@ def stage_key(stage: Stage, profile: runtime.Profile) -> str:
     """What a finished stage's record in ``pipeline.json`` stands for: the profile's loop sizes,
     the run keys of the presets it reads and, for the notebooks, their cells' sources. A record
     with another key (the profile or a preset changed since; a notebook was edited) is run
-    again; its models and scores are reused where their own keys still match."""
+    again; its models and scores are reused where their own keys still match. Loop sizes at
+    their field's default are left out, so that a field added later with a default that keeps
+    what was done leaves the records (a whole GPU run's) as they are."""
     import dataclasses
     import hashlib
-    import json
 
     from diffnb import execute
 
     names = trained_presets(profile) if stage.kind == "notebooks" else stage.presets
-    what = {"profile": dataclasses.asdict(profile),
+    sizes = {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)
+             if not _is_default(f, getattr(profile, f.name))}
+    what = {"profile": sizes,
             "run_keys": [config.run_key(config.scaled(config.get_preset(n), profile))
                          for n in names]}
     if stage.kind == "notebooks":
@@ -83,6 +93,16 @@ def stage_key(stage: Stage, profile: runtime.Profile) -> str:
                            for path in execute.notebooks()]
     blob = json.dumps(what, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _is_default(f, value) -> bool:
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
 
 
 def trained_presets(profile: runtime.Profile) -> list[str]:
@@ -95,7 +115,7 @@ def reads_models(stage: Stage, profile: runtime.Profile) -> tuple[str, ...]:
     notebooks read every one (a notebook would otherwise train a missing model itself)."""
     if stage.kind == "notebooks":
         return tuple(trained_presets(profile))
-    if stage.kind == "train" or stage.name in NO_MODEL_STUDIES:
+    if stage.kind in ("train", "bench") or stage.name in NO_MODEL_STUDIES:
         return ()
     return stage.presets
 
@@ -152,6 +172,10 @@ def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
                             for g in stage.presets[:stage.presets.index(name)]])
         images = (p.train.epochs - before) * training.steps_per_epoch(p) * p.train.batch_size
         out["bf16"] += 3.0 * _forward(p.model) * images       # flops.train_flops
+    if stage.kind == "bench":   # train_speed.py: the same images, diffnb's loop in bf16 (and
+        images = profile.bench_steps * profile.bench_batch    # the naive one in fp32)
+        out["bf16"] += 3.0 * _forward(config.get_preset(stage.presets[0]).model) * images
+        out["fp32"] += 3.0 * _forward(config.get_preset(stage.presets[0]).model) * images
     for samples, nfe, name in studies.sampling_work(stage, profile):
         out["bf16"] += _forward(config.get_preset(name).model) * samples * nfe
     out["fp32"] += flops.inception_flops(studies.inception_images(stage, profile))
@@ -191,3 +215,41 @@ def expected_seconds(stage: Stage, profile: runtime.Profile, device: torch.devic
     """What is left of a stage, in seconds on ``device_name``, calibrated."""
     prior = prior_seconds(stage, profile, device) * (1.0 - done_fraction(stage, profile))
     return prior * calibration(state, device_name, train=stage.kind == "train")
+
+
+# ---- state: results[/<profile>]/pipeline.json ---------------------------------------------
+
+def state_path(profile: runtime.Profile) -> Path:
+    return runtime.output_dir("results", profile) / "pipeline.json"
+
+
+def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None = None) -> dict:
+    """The finished stages whose key (``stages.stage_key``) is still this checkout's: a record
+    made before the profile, a preset or a notebook changed is dropped (``say``: print so), and
+    the queue runs that stage again, reusing the models and scores that still match.
+    ``keys``: the stages' keys when the caller has computed them already."""
+    path = state_path(profile)
+    if not path.exists():
+        return {"profile": profile.name, "stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        print(f"pipeline: {path.name} is corrupt; starting from what is on disk", file=sys.stderr)
+        return {"profile": profile.name, "stages": {}}
+    keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
+    stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
+    if stale and say:
+        print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
+              "again, reusing the models and scores that still match")
+    state["stages"] = {k: v for k, v in state["stages"].items() if k not in stale}
+    return state
+
+
+def save_state(profile: runtime.Profile, state: dict) -> None:
+    atomic_write(state_path(profile), json.dumps(state, indent=2, sort_keys=True) + "\n")
+    stages = state["stages"]
+    timings = {"profile": profile.name, "devices": sorted({s["device"] for s in stages.values()}),
+               "stage_seconds": {k: v["seconds"] for k, v in stages.items()},
+               "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1)}
+    atomic_write(runtime.output_dir("results", profile) / "timings.json",
+                 json.dumps(timings, indent=2, sort_keys=True) + "\n")

@@ -206,3 +206,21 @@ def inception_images(stage, profile: runtime.Profile) -> int:
                                               "study:best_per_class", "study:class0_bug"):
         return sum(s for s, _, _ in sampling_work(stage, profile))
     return 0
+
+
+def train_speed(preset: str, ctx) -> dict:
+    """``benchmarks/train_speed.py`` on the queue's device, sized by the profile (the run queue's
+    bench stage); its JSON goes to ``results[/<profile>]/benchmarks/`` (benchmarks/README.md)."""
+    import os
+    import subprocess
+    import sys
+
+    out = runtime.output_dir("results", ctx.profile) / "benchmarks" / "train_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(runtime.project_root() / "benchmarks" / "train_speed.py"),
+           "--preset", preset, "--steps", str(ctx.profile.bench_steps),
+           "--batch", str(ctx.profile.bench_batch), "--json", str(out)]
+    subprocess.run(cmd, check=True, env=dict(os.environ, DIFFNB_DEVICE=str(ctx.device)))
+    r = json.loads(out.read_text())
+    return {k: r[k] for k in ("device", "naive_img_s", "diffnb_img_s", "ratio", "diffnb_tflops",
+                              "mfu")}

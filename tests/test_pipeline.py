@@ -7,6 +7,7 @@ stage (here) and by epoch (``stop_after``, below), never by the clock.
 """
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -303,3 +304,97 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
     book.cells[0].source = "1 + 2"
     nbformat.write(book, nb)
     assert stages.stage_key(stages.Stage("notebooks", "notebooks"), tiny) != key  # a cell: yes
+
+
+def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):
+    """One stage's fault (on a borrowed GPU: a CUDA error, say) costs only that stage: the
+    stages after it still run, the error is kept in pipeline.json, the exit status is 1, and the
+    stage runs again next time (its record goes once it finishes)."""
+    _use(tmp_path, monkeypatch)
+    ran, broken = [], {"study:zero_init"}
+
+    def run_stage(stage, ctx):
+        ran.append(stage.name)
+        if stage.name in broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    only = ["study:zero_init", "study:floor_curve"]
+    tiny = runtime.PROFILES["tiny"]
+    r = pipeline.run(tiny, only=only, device="cpu")
+    assert ran == only and r["failed"] == ["study:zero_init"]
+    assert r["pending"] == ["study:zero_init"]
+    said = capsys.readouterr()
+    assert "study:zero_init FAILED (RuntimeError: CUDA error" in said.out
+    assert "Traceback" in said.err and "FAILED here: study:zero_init" in said.out
+    saved = json.loads(pipeline.state_path(tiny).read_text())
+    assert saved["failed"]["study:zero_init"]["error"].startswith("RuntimeError: CUDA error")
+    assert "study:floor_curve" in saved["stages"]
+
+    with pytest.raises(SystemExit) as exit_:
+        pipeline.main(["tiny", "--only", "study:zero_init", "--device", "cpu"])
+    assert exit_.value.code == 1
+
+    broken.clear()
+    r = pipeline.run(tiny, only=only, device="cpu")
+    assert r["failed"] == [] and r["pending"] == []
+    assert "failed" not in json.loads(pipeline.state_path(tiny).read_text())
+
+
+def test_a_profile_field_added_later_at_its_default_keeps_the_finished_stages():
+    """stages.stage_key leaves loop sizes at their default out: a knob added to Profile later
+    (with a default that keeps what was done) does not send a whole GPU run back to the queue."""
+    from dataclasses import asdict, dataclass, replace
+
+    from diffnb import stages
+
+    @dataclass(frozen=True)
+    class Later(runtime.Profile):
+        new_knob: int = 3
+
+    full = runtime.PROFILES["full"]
+    stage = stages.Stage("fid:class_2", "fid", ("class_2",))
+    later = Later(**asdict(full))
+    assert stages.stage_key(stage, later) == stages.stage_key(stage, full)
+    assert stages.stage_key(stage, replace(later, new_knob=4)) != stages.stage_key(stage, full)
+    assert stages.stage_key(stage, replace(full, sampler_steps=49)) != \
+        stages.stage_key(stage, full)
+
+
+def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeypatch):
+    """bench:train_speed (benchmarks/train_speed.py, smoke-run in test_benchmarks.py) runs on the
+    queue's device with the profile's steps and batch; its JSON lands in results/."""
+    import subprocess
+
+    from diffnb import studies
+
+    _use(tmp_path, monkeypatch)
+    tiny = runtime.PROFILES["tiny"]
+    stage = [s for s in pipeline.plan(tiny) if s.kind == "bench"]
+    assert [s.name for s in stage] == ["bench:train_speed"]
+    names = [s.name for s in pipeline.plan(tiny)]
+    assert names.index("bench:train_speed") < names.index("notebooks")
+    assert not pipeline.needs_fid(stage[0]) and pipeline.reads_models(stage[0], tiny) == ()
+    seen = {}
+
+    def fake_run(cmd, *, check, env):
+        seen.update(cmd=cmd, device=env["DIFFNB_DEVICE"])
+        out = cmd[cmd.index("--json") + 1]
+        Path(out).write_text(json.dumps({"device": "cpu", "naive_img_s": 10.0, "diffnb_img_s": 30.0,
+                                         "ratio": 3.0, "diffnb_tflops": 0.1, "mfu": None}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    r = pipeline.run(tiny, only=["bench:train_speed"], device="cpu")
+    assert r["pending"] == [] and seen["device"] == "cpu"
+    cmd = seen["cmd"]
+    assert cmd[1].endswith("benchmarks/train_speed.py")
+    assert cmd[cmd.index("--steps") + 1] == str(tiny.bench_steps)
+    assert cmd[cmd.index("--batch") + 1] == str(tiny.bench_batch)
+    assert cmd[cmd.index("--preset") + 1] == "class_2"
+    info = r["state"]["stages"]["bench:train_speed"]["info"]
+    assert info["ratio"] == 3.0
+    assert (tmp_path / "results" / "tiny" / "benchmarks" / "train_speed.json").exists()
+    f = pipeline.stage_flops(stage[0], tiny)       # diffnb's loop in bf16, the naive one in fp32
+    assert f["bf16"] == f["fp32"] > 0 and studies.sampling_work(stage[0], tiny) == []
