@@ -116,12 +116,20 @@ def test_device_override_and_seed(monkeypatch):
     assert torch.equal(torch.randn(2, generator=a), torch.randn(2, generator=b))
 
 
-def test_bf16_autocast_only_where_it_is_native(monkeypatch):
-    """bf16 is emulated on CPUs without AVX-512/AMX, and then ~9x slower than fp32 (see
-    runtime.default_amp): the default must follow the CPU, and CUDA always gets bf16."""
+def test_bf16_autocast_only_where_it_is_faster(monkeypatch, tmp_path):
+    """On a CPU bf16 beats fp32 only with AMX (runtime.cpu_bf16_fast: slower with AVX-512 BF16
+    alone, emulated and ~9x slower on AVX2): the default follows the CPU; CUDA always gets bf16."""
     assert runtime.default_amp(torch.device("cuda")) is True
     assert runtime.default_amp(torch.device("meta")) is False
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_bf16_fast", lambda: False)
     assert runtime.default_amp(torch.device("cpu")) is False
-    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_bf16_fast", lambda: True)
     assert runtime.default_amp("cpu") is True
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert {"avx512_bf16", "avx2"} <= runtime.cpu_flags(str(info))
+    assert "amx_bf16" not in runtime.cpu_flags(str(info))
+    info.write_text("flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n")
+    assert "amx_bf16" in runtime.cpu_flags(str(info))
+    assert runtime.cpu_flags(str(tmp_path / "absent")) == set()
