@@ -30,7 +30,7 @@ import torch
 from diffnb import checkpoints, noise, runtime, sampling
 from diffnb.fid import generated, network
 
-CPU_MULTIPLE = 8  # sampler batches on a CPU: multiples of 8 rows (this AVX2 CPU groups by 4)
+CPU_MULTIPLE = sampling.CPU_ROWS  # sampler calls on a CPU: multiples of 8 rows (sampling.py)
 # Inception batches on a CPU: always 8 images. With one thread, oneDNN gave an image other bits
 # in a batch of 24 than in batches of 1-12 (4.8e-6; with two threads all batches agreed).
 CPU_FEATURE_BATCH = 8
