@@ -150,21 +150,20 @@ def main() -> None:
     ours_loop, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
                                                        compile=args.compile)
     naive, ours = naive_loop.images_per_second, ours_loop.images_per_second
-    card = runtime.device_name()
+    card, precision = runtime.device_name(), "bf16" if runtime.default_amp(dev) else "fp32"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
     tflops = ours * flops / 1e12
     result = {"device": card, "preset": name, "model": preset.short, "steps": steps,
               "naive_batch": 32, "diffnb_batch": batch, "compile": args.compile,
               "naive_img_s": round(naive, 1), "diffnb_img_s": round(ours, 1),
               "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),
-              "diffnb_precision": "bf16" if runtime.default_amp(dev) else "fp32",
+              "diffnb_precision": precision,
               "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
               "mfu": round(tflops / peak, 4) if peak else None,
               "warmup_seconds_incl_compile": round(warm_seconds, 1),
               "loops": {"naive": asdict(naive_loop), "diffnb": asdict(ours_loop)}}
     print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
     print(f"naive  (DataLoader, fp32, batch 32): {naive:9.1f} img/s")
-    precision = "bf16" if runtime.default_amp(dev) else "fp32"
     print(f"diffnb (on-device, {precision}, CL, batch {batch}{', compiled' if args.compile else ''}): "
           f"{ours:9.1f} img/s  ({tflops:.3f} TFLOP/s"
           + (f", MFU {tflops / peak:.1%} of {peak:.0f} bf16 peak)" if peak else ", no peak known for this device)"))

@@ -17,12 +17,13 @@ Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skippe
 no stage is started that is not expected to finish before the deadline (the measured time of
 the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
 resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost. A stage that raises is recorded under ``failed`` in ``pipeline.json``
-with its error, its traceback is printed, and the queue goes on with the next stages (the exit
-status is then 1); it runs again next time. With ``--session-left`` (a borrowed GPU's session, whose end loses an
+exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session, whose end loses an
 unfinished training) no training is started that is not expected to finish in it. A stage waits
 (and the queue goes on with the next) for what this machine lacks: the models it reads, carried
-files still in transit, packages, the FID weights; the notebooks wait for every other stage.
+files still in transit, packages, the FID weights; the notebooks wait for every other stage. A
+stage that raises is recorded under ``failed`` in ``pipeline.json`` with its error, its traceback
+is printed and the queue goes on with the next stages (the exit status is then 1); it runs again
+next time.
 """
 from __future__ import annotations
 

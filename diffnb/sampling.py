@@ -120,8 +120,8 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int = noise.N
         pad = -rows % multiple                     # copies of the last row, dropped below
         x = initial_noise(seeds[start:stop] + seeds[stop - 1:stop] * pad, shape=shape,
                           sigma_max=sigma_max, device=dev)
-        lab = None if labels is None else torch.cat([labels[start:stop],
-                                                     labels[stop - 1:stop].expand(pad, *labels.shape[1:])])
+        lab = None if labels is None else torch.cat(
+            [labels[start:stop], labels[stop - 1:stop].expand(pad, *labels.shape[1:])])
         record = trajectory if start == 0 else None
         before = 0 if record is None else len(record.x)
         with runtime.autocast(dev, amp):

@@ -10,15 +10,14 @@ time; the features are cached by :mod:`diffnb.fid.generated`, keyed by the weigh
 the sampler and the devices, so scoring the same sampler again (another notebook, the ablation's
 first row, the report protocol's class 0 in ``studies.class0_bug``) generates nothing.
 
-Batches are padded so that a sample's numbers never depend on the batch it was drawn in: on
-this CPU (2-core AMD EPYC, AVX2) a sample in the partial group of rows at the end of a batch
-whose size is not a multiple of 4 differs from the same sample in a full group (measured: 3e-7
-in a trained class_2 sample after 10 Euler steps, up to 1e-2 with random-weight networks), so
-every sampler batch on a CPU is a multiple of :data:`CPU_MULTIPLE`, and every Inception batch
-has :data:`CPU_FEATURE_BATCH` images (with one thread its bits depended on the batch too); on a GPU
-every batch (sampler and Inception) has the full batch size, so kernels chosen by shape are the
-same (not measured here: no GPU). Without the padding the cache would make a number depend on
-which call drew a sample first.
+Batches are padded so that a sample's numbers never depend on the batch it was drawn in: on a
+CPU ``sampling.sample`` pads every batch to a multiple of ``sampling.CPU_ROWS`` rows (on this
+project's CPUs a batch of fewer rows, or a partial group of rows at the end of one, gave other
+last bits: 3e-7 to 3e-5, up to 1e-2 with random-weight networks), and every Inception batch has
+:data:`CPU_FEATURE_BATCH` images (with one thread its bits depended on the batch too); on a GPU
+every sampler call here is padded to whole batches and every Inception batch is full, so kernels
+chosen by shape are the same (not measured here: no GPU). Without the padding the cache would make
+a number depend on which call drew a sample first.
 """
 from __future__ import annotations
 
@@ -99,8 +98,9 @@ class SampleSource:
         return next(self.denoiser.parameters()).device
 
     def _sampler_batches(self) -> tuple[int, int]:
-        """(batch size, multiple every sampler call is padded to): 8 on a CPU, the batch size
-        on a GPU (every batch full)."""
+        """(batch size, multiple every sampler call is padded to): 8 on a CPU (what
+        ``sampling.sample`` pads each batch to anyway), the batch size on a GPU (every batch
+        full)."""
         dev = self._sampler_device()
         bs = self.batch_size or sampling.default_batch_size(dev)
         return bs, CPU_MULTIPLE if dev.type == "cpu" else bs
