@@ -19,10 +19,21 @@ def notebooks() -> list[Path]:
     return sorted((runtime.project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def saved_profile(path: Path) -> str | None:
-    import nbformat
+# Read as plain JSON, not with nbformat: the run queue and the pack call these on a GPU machine
+# that may not have received the carried packages yet.
 
-    return nbformat.read(path, as_version=4).metadata.get("diffnb", {}).get("profile")
+def saved_profile(path: Path) -> str | None:
+    """The profile a saved notebook's outputs come from (None: not executed by diffnb)."""
+    try:
+        return json.loads(path.read_text())["metadata"].get("diffnb", {}).get("profile")
+    except (ValueError, KeyError):
+        return None
+
+
+def cell_sources(path: Path) -> list[str]:
+    """Each cell's source as one string (nbformat's form)."""
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in json.loads(path.read_text())["cells"]]
 
 
 def destination(path: Path, profile: runtime.Profile) -> Path:

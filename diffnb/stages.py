@@ -86,10 +86,8 @@ def stage_key(stage: Stage, profile: runtime.Profile) -> str:
     what = {"profile": sizes,
             "run_keys": [config.run_key(config.scaled(config.get_preset(n), profile))
                          for n in names]}
-    if stage.kind == "notebooks":   # read as JSON: a GPU machine that only trains lacks nbformat
-        what["sources"] = [["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-                            for c in json.loads(path.read_text())["cells"]]
-                           for path in execute.notebooks()]
+    if stage.kind == "notebooks":
+        what["sources"] = [execute.cell_sources(path) for path in execute.notebooks()]
     blob = json.dumps(what, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -171,10 +169,11 @@ def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
                             for g in stage.presets[:stage.presets.index(name)]])
         images = (p.train.epochs - before) * training.steps_per_epoch(p) * p.train.batch_size
         out["bf16"] += 3.0 * _forward(p.model) * images       # flops.train_flops
-    if stage.kind == "bench":   # train_speed.py: the same images, diffnb's loop in bf16 (and
-        images = profile.bench_steps * profile.bench_batch    # the naive one in fp32)
-        out["bf16"] += 3.0 * _forward(config.get_preset(stage.presets[0]).model) * images
-        out["fp32"] += 3.0 * _forward(config.get_preset(stage.presets[0]).model) * images
+    if stage.kind == "bench":   # train_speed.py: the same images through diffnb's loop (bf16)
+        images = profile.bench_steps * profile.bench_batch   # and the naive one (fp32)
+        f = 3.0 * _forward(config.get_preset(stage.presets[0]).model) * images
+        out["bf16"] += f
+        out["fp32"] += f
     for samples, nfe, name in studies.sampling_work(stage, profile):
         out["bf16"] += _forward(config.get_preset(name).model) * samples * nfe
     out["fp32"] += flops.inception_flops(studies.inception_images(stage, profile))

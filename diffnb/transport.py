@@ -56,17 +56,12 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
     found += list(runtime.stamps_dir().glob(f"{profile.name}_*"))
     # executed notebooks: in place (the full profile's, or any profile's over notebooks that
     # do not hold a full run: diffnb.execute.destination), else under build/notebooks/<profile>/
+    from diffnb.execute import saved_profile
+
     found += [p for p in sorted((root / "notebooks").glob("*.ipynb"))
-              if _saved_profile(p) == profile.name]
+              if saved_profile(p) == profile.name]
     found += sorted((root / "build/notebooks" / profile.name).glob("*.ipynb"))
     return sorted(p for p in found if not p.name.endswith(".tmp"))
-
-
-def _saved_profile(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text())["metadata"].get("diffnb", {}).get("profile")
-    except (ValueError, KeyError):
-        return None
 
 
 def resume_points(profile: runtime.Profile) -> list[Path]:

@@ -417,3 +417,7 @@ def test_the_queue_runs_where_the_carried_packages_are_missing(tmp_path, monkeyp
     r = pipeline.run(tiny, only=["train:base_1", "study:floor_curve", "notebooks"], device="cpu")
     assert ran == ["train:base_1"]
     assert r["pending"] == ["study:floor_curve", "notebooks"] and r["failed"] == []
+    nb = tmp_path / "notebooks" / "01_a.ipynb"                 # and the pack finds its outputs
+    nb.parent.mkdir()
+    nb.write_text(json.dumps({"metadata": {"diffnb": {"profile": "tiny"}}, "cells": []}))
+    assert nb in transport.outputs(tmp_path, tiny)
