@@ -1,9 +1,10 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh) on a fresh machine.
 #   make reproduce   the run queue (python -m diffnb.pipeline): train, score, studies, then every
 #                    notebook executed in order -> figures/, results/ (quick: figures/quick/, ...)
-#   make test        unit tests (two workers), then nbval over the notebooks in order, then the
-#                    browser test (it reuses the models the notebooks trained)
-# DIFFNB_PROFILE=quick|full picks the loop sizes (default: full with CUDA, quick without).
+#   make test        ruff (lint), unit tests (two workers), then nbval over the notebooks in order,
+#                    then the browser test (it reuses the models the notebooks trained)
+# DIFFNB_PROFILE=quick|full|full-b32|tiny picks the loop sizes (runtime.PROFILES; default: full
+# with CUDA, quick without).
 PY := .venv/bin/python
 
 .PHONY: reproduce test setup clean benchmarks
