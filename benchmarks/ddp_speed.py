@@ -31,6 +31,7 @@ import torch
 
 from diffnb import data, distributed, runtime, training
 from diffnb import train as cli
+from diffnb.results import atomic_path, atomic_write
 
 SMOKE = ["model.nb_channels=16", "model.num_blocks=1", "model.cond_channels=16",
          "model.channel_mult=(1, 2)"]
@@ -45,12 +46,12 @@ def worker(args) -> None:
     st = training.make_state(preset, dev)
     step = training.TrainStep(st, preset, amp=runtime.default_amp(dev))
     train = data.train_valid_split()[0].to(dev)
-    gen = training.epoch_generator(preset, 0, dev)
+    gen = training.epoch_generator(preset, 0, device=dev)
     it = training.batches(train, preset, generator=gen, class_conditional=st.denoiser.class_conditional)
 
     def run(n):
         for _ in range(n):
-            loss = step(*next(it), gen)
+            loss = step(*next(it), generator=gen)
         loss.item()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -61,8 +62,9 @@ def worker(args) -> None:
     seconds = time.perf_counter() - t0
     if w.main:
         images = args.steps * preset.train.batch_size
-        torch.save({k: v.cpu() for k, v in st.denoiser.state_dict().items()}, args.out + ".pt")
-        Path(args.out).write_text(json.dumps({
+        with atomic_path(args.out + ".pt") as tmp:
+            torch.save({k: v.cpu() for k, v in st.denoiser.state_dict().items()}, tmp)
+        atomic_write(args.out, json.dumps({
             "processes": w.size, "threads": torch.get_num_threads(), "device": str(dev),
             "images_per_second": images / seconds, "images": images, "seconds": seconds,
             "params": sum(p.numel() for p in st.denoiser.parameters()),
@@ -123,7 +125,7 @@ def main() -> None:
     print(f"speed-up {args.nproc} processes / 1: {ratio:.2f}x; largest weight difference "
           f"{difference:.2e}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic_write(args.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

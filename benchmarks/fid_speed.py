@@ -97,7 +97,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     n = 10 if args.smoke else args.n
     dims = 256 if args.smoke else args.frechet_dims
-    dev = torch.device(args.device) if args.device else runtime.device()
+    dev = runtime.device(args.device)
     fid.weights_path()
     with tempfile.TemporaryDirectory(prefix="diffnb-fid-speed-") as tmp:
         files = write_pngs(Path(tmp), n=n, size=args.size)

@@ -68,14 +68,13 @@ class TransformDataset(torch.utils.data.Dataset):
 
 
 def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
-    torch.manual_seed(0)
+    gen = runtime.seed_everything(0)  # weight init and the loader's shuffle; gen: label dropout
     den = Denoiser(models.build(preset.model), sigma_data=data.sigma_data()).to(dev)
     opt = torch.optim.Adam(den.parameters(), lr=preset.train.lr)
     split = data.train_valid_split()[0]
     loader = torch.utils.data.DataLoader(TransformDataset(split),
                                          batch_size=32, shuffle=True, num_workers=0)
     it = iter(loader)
-    gen = torch.Generator().manual_seed(0)
     t0 = None
     for i in range(warmup + steps):
         if i == warmup:
@@ -102,11 +101,11 @@ def diffnb_images_per_second(preset, dev, *, steps: int, warmup: int,
     cc = st.denoiser.class_conditional
 
     def run(n, epoch):
-        gen = training.epoch_generator(preset, epoch, dev)
+        gen = training.epoch_generator(preset, epoch, device=dev)
         done = 0
         while done < n:
             for y, labels in training.batches(train, preset, generator=gen, class_conditional=cc):
-                step(y, labels, gen)
+                step(y, labels, generator=gen)
                 done += 1
                 if done == n:
                     break

@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from diffnb.results import atomic_write
+from diffnb.results import atomic_write, file_digest
 
 MIB = 1 << 20
 CARRY_LIMIT = 64 * MIB                   # tree + carried paths, per command
@@ -35,12 +35,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MIB), b""):
-            h.update(block)
-    return h.hexdigest()
+def read_checked(path: Path, digest: str, *, what: str, fix: str) -> bytes:
+    """The bytes of ``path`` (a chunk, a part of a pack), whose sha256 must be ``digest``; else a
+    :class:`TransportError` saying that ``what`` is missing or corrupt, then ``fix``."""
+    if not path.exists():
+        raise TransportError(f"{what} is missing ({path}): {fix}")
+    data = path.read_bytes()
+    if sha256(data) != digest:
+        raise TransportError(f"{what} is corrupt (sha256 mismatch): {fix}")
+    return data
 
 
 def tree_bytes(root: Path) -> int:
@@ -85,9 +88,8 @@ def deal(files: dict[str, Path], out: Path, *, budget: int, chunk: int = 8 * MIB
         start = 0
         for k, (number, n) in enumerate(plan[dest]):
             folder = out / f"carry{number}"
-            folder.mkdir(parents=True, exist_ok=True)
             name, piece = f"{len(entries):03d}-{k:03d}.bin", data[start:start + n]
-            (folder / name).write_bytes(piece)
+            atomic_write(folder / name, piece)
             start += n
             entry["chunks"].append({"name": name, "folder": folder.name, "sha256": sha256(piece)})
         entries.append(entry)
@@ -108,7 +110,7 @@ def receive(root: Path, *, carry_root: Path | None = None) -> dict[str, list[str
     for dest, e in entries.items():
         target = root / dest
         if target.exists():
-            if target.stat().st_size == e["bytes"] and file_sha256(target) == e["sha256"]:
+            if target.stat().st_size == e["bytes"] and file_digest(target) == e["sha256"]:
                 done.append(dest)
                 continue
             if dest.startswith("checkpoints/"):   # the machine's own: at least as far
@@ -118,16 +120,12 @@ def receive(root: Path, *, carry_root: Path | None = None) -> dict[str, list[str
         if missing:
             waiting.append(f"{dest}: waits for {missing[0]['folder']}")
             continue
-        parts = []
-        for c in e["chunks"]:
-            piece = (carry_root / c["folder"] / c["name"]).read_bytes()
-            if sha256(piece) != c["sha256"]:
-                raise TransportError(f"chunk {c['folder']}/{c['name']} of {dest} is corrupt "
-                                     "(sha256 mismatch): carry that folder again")
-            parts.append(piece)
-        data = b"".join(parts)
+        data = b"".join(read_checked(carry_root / c["folder"] / c["name"], c["sha256"],
+                                     what=f"chunk {c['folder']}/{c['name']} of {dest}",
+                                     fix="carry that folder again") for c in e["chunks"])
         if sha256(data) != e["sha256"]:
-            raise TransportError(f"{dest} reassembled with a wrong sha256: carry again")
+            raise TransportError(f"{dest} reassembled with a wrong sha256: deal it again "
+                                 "(scripts/gpu/prepare.py) and carry its folders again")
         atomic_write(target, data)
         done.append(dest)
     if entries:
@@ -141,7 +139,7 @@ def in_transit(root: Path) -> set[str]:
     return set(json.loads(path.read_text())) if path.exists() else set()
 
 
-def install_wheels(root: Path, target: Path, waiting: list[str]) -> str:
+def install_wheels(root: Path, target: Path, *, waiting: list[str]) -> str:
     """``pip install`` the carried wheels into ``target`` once all of them have arrived."""
     import subprocess
 
@@ -190,7 +188,7 @@ def wheel_requires(wheel: Path) -> list[str]:
     return [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Requires-Dist:")]
 
 
-def unmet(carried: dict, image: dict, requires: dict[str, list[str]]) -> list[str]:
+def unmet(carried: dict, image: dict, *, requires: dict[str, list[str]]) -> list[str]:
     """Each requirement of a carried package (for the machine's platform) that neither the wheels
     nor the image hold, or that the version there (where known) does not meet."""
     from packaging.requirements import Requirement

@@ -21,7 +21,8 @@ Attributes (default ``("Smiling", "Male", "Eyeglasses")``) come back as a 0/1 in
 Bad input: a JPEG that does not decode is skipped and counted, with one warning giving the count;
 images listed for the split but absent from the folder are skipped with one warning when they are
 at most ``max_missing`` (1%) of the split, else it is an error saying how many are missing; a
-missing list file, or an image without an attribute row, is an error naming the file.
+missing list file, or an image without an attribute row, is an error naming the file. The list
+files are read by ``diffnb.celeba_files``.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ import numpy as np
 import torch
 
 from diffnb import runtime
+from diffnb.celeba_files import AGAIN, ATTRIBUTES, PARTITION, read_attributes, read_partition
 from diffnb.data import DATA_ENV, DataNotFoundError
+from diffnb.data import to_model_space as to_model_space  # its CelebA branch: (N, 3, H, W) -> [-1, 1]
 from diffnb.results import atomic_path
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
@@ -48,7 +51,6 @@ IMAGE_SIZE = 64
 CROP = 140
 MAX_MISSING = 0.01          # share of a split's listed images that may be absent
 IMAGES = "img_align_celeba"
-PARTITION, ATTRIBUTES = "list_eval_partition.txt", "list_attr_celeba.txt"
 CACHE_FORMAT = 1
 
 
@@ -140,45 +142,6 @@ def attribute_rows(names: tuple[str, ...] = DEFAULT_ATTRIBUTES) -> torch.Tensor:
     return torch.tensor([[(k >> (a - 1 - j)) & 1 for j in range(a)] for k in range(2 ** a)])
 
 
-def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataNotFoundError(f"CelebA's {path.name} is missing: expected {path} "
-                                "(torchvision's CelebA layout)")
-    return path.read_text().splitlines()
-
-
-def read_partition(root: Path) -> dict[str, int]:
-    """Image file name -> split number (0 train, 1 valid, 2 test)."""
-    out = {}
-    for i, line in enumerate(_lines(root / PARTITION), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-            raise ValueError(f"{root / PARTITION}, line {i}: expected '<name>.jpg 0|1|2', "
-                             f"got {line!r}")
-        out[parts[0]] = int(parts[1])
-    return out
-
-
-def read_attributes(root: Path) -> tuple[list[str], dict[str, list[int]]]:
-    """The attribute names and, per image file name, its -1/1 values."""
-    lines = _lines(root / ATTRIBUTES)
-    if len(lines) < 2:
-        raise ValueError(f"{root / ATTRIBUTES} has no header (a count, then the names)")
-    names = lines[1].split()
-    rows = {}
-    for i, line in enumerate(lines[2:], 3):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != len(names) + 1 or not set(parts[1:]) <= {"-1", "1"}:
-            raise ValueError(f"{root / ATTRIBUTES}, line {i}: expected a name and "
-                             f"{len(names)} values of -1/1, got {line[:80]!r}")
-        rows[parts[0]] = [int(v) for v in parts[1:]]
-    return names, rows
-
-
 def _decode(path: Path, *, size: int, crop: int) -> np.ndarray | None:
     """One JPEG: centre crop, antialiased resize, (3, size, size) uint8; None if it is corrupt."""
     from PIL import Image
@@ -200,7 +163,8 @@ def _listed(root: Path, split: str, *, max_missing: float) -> list[str]:
     """The split's image names present in the folder; absent ones warned about or refused."""
     names = [n for n, s in read_partition(root).items() if s == SPLITS[split]]
     if not names:
-        raise ValueError(f"{root / PARTITION} lists no {split} images (split {SPLITS[split]})")
+        raise ValueError(f"{root / PARTITION} lists no {split} images (split {SPLITS[split]}); "
+                         f"{AGAIN}")
     present = set(os.listdir(root / IMAGES))
     missing = [n for n in names if n not in present]
     if len(missing) > max_missing * len(names):
@@ -245,7 +209,7 @@ def _build(root: Path, split: str, *, size: int, crop: int, max_missing: float,
     no_row = [n for n in names if n not in rows]
     if no_row:
         raise ValueError(f"{root / ATTRIBUTES} has no row for {len(no_row)} {split} images "
-                         f"(e.g. {no_row[0]}): the list files do not match")
+                         f"(e.g. {no_row[0]}): the list files do not match; {AGAIN}")
     images = torch.empty((len(names), 3, size, size), dtype=torch.uint8)
     keep = torch.zeros(len(names), dtype=torch.bool)
     decode = lambda name: _decode(root / IMAGES / name, size=size, crop=crop)
@@ -289,15 +253,11 @@ def load(split: str = "train", *, folder: str | os.PathLike | None = None,
             torch.save(blob, tmp)
     unknown = [a for a in attributes if a not in blob["attribute_names"]]
     if unknown:
-        raise ValueError(f"unknown CelebA attribute(s) {unknown}; known: {blob['attribute_names']}")
+        raise ValueError(f"unknown CelebA attribute(s) {unknown}: pass attributes= from "
+                         f"{blob['attribute_names']}")
     columns = [blob["attribute_names"].index(a) for a in attributes]
     return Faces(blob["images"], blob["attributes"][:, columns].long(), str(root),
                  tuple(attributes))
-
-
-def to_model_space(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float (N, 3, H, W) in [-1, 1] (as ``data.to_model_space`` does)."""
-    return images.float() / 127.5 - 1.0
 
 
 def sample_batch(faces: Faces, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

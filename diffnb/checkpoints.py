@@ -11,21 +11,25 @@ A run lives in ``checkpoints/<profile>/<arch>-<run key>/``:
                        same samples and the same FID.
 Kept compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
 reader gets real samples") are found too, so a reader without a GPU samples the full run's models:
-their bytes are kept in git history and written there from it on first use (``diffnb.weights``).
+their bytes are kept in git history and written there from it on first use (:func:`materialize_kept`;
+``diffnb.weights`` keeps and commits them).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
-from diffnb import config, runtime
+from diffnb import config, gitstore, runtime
 from diffnb.config import Preset
-from diffnb.results import atomic_path
+from diffnb.results import atomic_path, atomic_write
 
 FORMAT = 1
+KEPT_MANIFEST = "MANIFEST.json"   # beside the kept weights: sha256 and git blob id per file
 
 
 class CheckpointError(RuntimeError):
@@ -44,7 +48,7 @@ def final_name(epochs: int, *, half: bool = False) -> str:
     return f"e{epochs:04d}.half.pt" if half else f"e{epochs:04d}.pt"
 
 
-def committed_path(preset: Preset, profile: runtime.Profile, epochs: int) -> Path:
+def committed_path(preset: Preset, profile: runtime.Profile, *, epochs: int) -> Path:
     name = f"{preset.model.arch}-{config.run_key(preset)}-{final_name(epochs, half=True)}"
     return runtime.project_root() / "weights" / profile.name / name
 
@@ -68,7 +72,7 @@ def load(path: Path) -> dict:
     return blob
 
 
-def check(blob: dict, preset: Preset, path: Path, profile: runtime.Profile | None = None) -> None:
+def check(blob: dict, preset: Preset, *, path: Path, profile: runtime.Profile | None = None) -> None:
     """The checkpoint belongs to this configuration (and profile, when it says which)."""
     if blob.get("run_key") != config.run_key(preset):
         raise CheckpointError(
@@ -106,18 +110,40 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
                materialize: bool = True) -> Path | None:
     """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, kept
     (``weights/``; written from git history first when ``materialize`` and its manifest lists
-    it, see ``diffnb.weights``)."""
+    it, see :func:`materialize_kept`)."""
     epochs = preset.train.epochs
     folder = run_dir(preset, profile)
-    kept = committed_path(preset, profile, epochs)
+    kept = committed_path(preset, profile, epochs=epochs)
     for path in (folder / final_name(epochs), folder / final_name(epochs, half=True), kept):
         if path.exists():
             return path
-    if materialize:
-        from diffnb import weights
+    return materialize_kept(kept) if materialize else None
 
-        return weights.materialize(kept)
-    return None
+
+def materialize_kept(path: Path) -> Path | None:
+    """Write a kept file back from git history when its folder's manifest lists it; None when
+    it does not, or when there is no repository here (a tree copied to a borrowed GPU, which
+    gets the weights it needs carried). Raises :class:`CheckpointError` with what to do when
+    the repository lacks the bytes (a shallow clone)."""
+    mpath = path.parent / KEPT_MANIFEST
+    entry = json.loads(mpath.read_text())["files"].get(path.name) if mpath.exists() else None
+    if entry is None:
+        return None
+    root = runtime.project_root()
+    if not gitstore.available(root):
+        warnings.warn(f"{path.name} is kept in git history, but {root} is not a git checkout: "
+                      "not used here", stacklevel=2)
+        return None
+    try:
+        data = gitstore.read_blob(root, entry["blob"])
+    except gitstore.GitStoreError as err:
+        raise CheckpointError(f"{path.name} is listed in {mpath} but cannot be read back: "
+                              f"{err}") from err
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CheckpointError(f"{path.name} read back from git does not match the sha256 in "
+                              f"{mpath}: the manifest is out of date; see `python -m "
+                              f"diffnb.weights check {path.parent.name}`")
+    return atomic_write(path, data)
 
 
 def latest_start(folder: Path, epochs: int) -> Path | None:
@@ -133,11 +159,11 @@ def latest_start(folder: Path, epochs: int) -> Path | None:
     return best
 
 
-def restore(st, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
+def restore(st, blob: dict, *, preset: Preset, path: Path, rng: bool = True,
             profile: runtime.Profile | None = None) -> None:
     """Load a checkpoint into a ``training.TrainState``: weights (fp16 ones back to fp32), and
     for a full checkpoint the optimizer, scheduler and RNG too."""
-    check(blob, preset, path, profile)
+    check(blob, preset, path=path, profile=profile)
     # kept weights may hold the EMA alone (diffnb.weights.parts): it then stands for both
     models_ = [(st.denoiser, blob["model"] if blob["model"] is not None else blob["ema"])]
     if st.ema is not None and blob["ema"] is not None:
@@ -155,7 +181,7 @@ def restore(st, blob: dict, preset: Preset, path: Path, *, rng: bool = True,
         torch.set_rng_state(blob["rng"]["torch"])
 
 
-def state_blob(st, preset: Preset, profile: runtime.Profile) -> dict:
+def state_blob(st, preset: Preset, *, profile: runtime.Profile) -> dict:
     """A full checkpoint of a ``training.TrainState``: everything needed to resume exactly."""
     return {"format": FORMAT, "run_key": config.run_key(preset),
             "preset": json.dumps(config.as_dict(preset), default=str), "profile": profile.name,
@@ -178,8 +204,3 @@ def fingerprint(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def describe(blob: dict) -> str:
-    preset = json.loads(blob["preset"]) if isinstance(blob.get("preset"), str) else {}
-    return f"{preset.get('name', '?')} epoch {blob.get('epoch')} ({blob.get('kind', 'full')})"

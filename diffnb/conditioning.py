@@ -41,7 +41,7 @@ class FourierEmbedding(nn.Module):
         return torch.cat([angle.cos(), angle.sin()], dim=1)
 
 
-def check_labels(labels, batch: int, device, *, num_attributes: int = 0,
+def check_labels(labels, batch: int, *, device, num_attributes: int = 0,
                  allow_null: bool = True) -> torch.Tensor:
     """Labels of a batch on ``device``: class indices (N,) in 0..9, NULL_CLASS for "no class"
     (class 0 is a class), or with ``num_attributes`` 0/1 rows (N, num_attributes), a row of
@@ -58,16 +58,19 @@ def check_labels(labels, batch: int, device, *, num_attributes: int = 0,
         return torch.full(shape, fill, dtype=torch.long, device=device)
     labels = torch.as_tensor(labels)
     if labels.device.type == "cpu" and labels.is_floating_point() and (labels % 1 != 0).any():
-        raise ValueError(f"labels must be whole numbers, got {labels.flatten()[:4].tolist()}")
+        raise ValueError(f"labels must be whole numbers, got {labels.flatten()[:4].tolist()}: "
+                         "pass class indices or 0/1 attributes as integers")
     if num_attributes and (labels.ndim not in (1, 2) or labels.shape[-1] != num_attributes):
         raise ValueError(f"expected 0/1 attribute rows (N, {num_attributes}), got a tensor of "
-                         f"shape {tuple(labels.shape)}")
+                         f"shape {tuple(labels.shape)}: pass one row of {num_attributes} 0/1 values "
+                         "per image, or one for all")
     labels = labels.long()
     labels = labels.reshape(-1, num_attributes) if num_attributes else labels.reshape(-1)
     if labels.shape[0] == 1 and batch > 1:
         labels = labels.expand(batch, *labels.shape[1:])
     if labels.shape[0] != batch:
-        raise ValueError(f"got {labels.shape[0]} labels for a batch of {batch} images")
+        raise ValueError(f"got {labels.shape[0]} labels for a batch of {batch} images: pass one "
+                         "label per image, or one for all")
     if labels.device.type == "cpu":
         _check_values(labels, num_attributes=num_attributes, allow_null=allow_null)
     return labels.to(device)

@@ -32,6 +32,12 @@ def epoch_images(dataset: str) -> int:
     return EPOCH_IMAGES[dataset]
 
 
+def steps_per_epoch(preset: Preset) -> int:
+    """Optimizer steps of one epoch: ``epoch_images`` (default: the data set's) per batch."""
+    n = preset.train.epoch_images or epoch_images(preset.train.dataset)
+    return max(1, n // preset.train.batch_size)
+
+
 def attributes(preset: Preset) -> tuple[str, ...]:
     """The CelebA attributes a preset's network is conditioned on, in the order of its input."""
     m = preset.model
@@ -82,8 +88,6 @@ def splits(preset: Preset) -> Splits:
     """The training and validation splits of the preset's data set, on the CPU, and its
     ``sigma_data``. An epoch must not run out of images: a split too small for the preset's
     ``epoch_images`` is an error that says so (a batch may be short, never empty)."""
-    from diffnb.schedules import steps_per_epoch
-
     check(preset)
     if preset.train.dataset == "celeba":
         root = str(celeba.find_root())

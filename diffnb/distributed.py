@@ -150,8 +150,8 @@ class _Method(nn.Module):
         super().__init__()
         self.module, self.name = module, name
 
-    def forward(self, *args):
-        return getattr(self.module, self.name)(*args)
+    def forward(self, *args, **kwargs):
+        return getattr(self.module, self.name)(*args, **kwargs)
 
 
 def wrap(module: nn.Module, name: str, *, device: torch.device):

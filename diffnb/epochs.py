@@ -11,7 +11,7 @@ import torch
 from diffnb import data
 from diffnb.conditioning import null_like
 from diffnb.config import Preset
-from diffnb.schedules import steps_per_epoch
+from diffnb.datasets import steps_per_epoch
 
 
 def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -23,7 +23,7 @@ def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -
     return torch.where(drop, null_like(labels), labels)
 
 
-def epoch_generator(preset: Preset, epoch: int, device) -> torch.Generator:
+def epoch_generator(preset: Preset, epoch: int, *, device) -> torch.Generator:
     return torch.Generator(device).manual_seed(preset.train.seed * 100_003 + epoch)
 
 

@@ -49,16 +49,12 @@ def train_flops(net: nn.Module, images: int, *, labels: bool = False) -> float:
     return 3.0 * forward_flops(net, labels=labels) * images
 
 
-def sampling_flops(net: nn.Module, samples: int, nfe: int, *, labels: bool = False) -> float:
-    return forward_flops(net, labels=labels) * samples * nfe
-
-
 def preset_train_flops(preset, profile) -> float:
     """FLOPs of training a preset (a name or a Preset) to its epochs in ``profile``."""
-    from diffnb import config, models, schedules
+    from diffnb import config, datasets, models
 
     p = config.scaled(config.get_preset(preset), profile)
-    images = p.train.epochs * schedules.steps_per_epoch(p) * p.train.batch_size
+    images = p.train.epochs * datasets.steps_per_epoch(p) * p.train.batch_size
     return train_flops(models.build(p.model), images, labels=p.model.class_conditional)
 
 

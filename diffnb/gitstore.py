@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from diffnb.results import atomic_write
+
 
 class GitStoreError(RuntimeError):
     pass
@@ -33,7 +35,8 @@ def _git(root: Path, *args: str, data: bytes | None = None, env: dict | None = N
         raise GitStoreError("git is not installed: install it to read the kept weights") from err
     except subprocess.CalledProcessError as err:
         raise GitStoreError(f"git {' '.join(args[:2])} failed in {root}: "
-                            f"{err.stderr.decode(errors='replace').strip()}") from err
+                            f"{err.stderr.decode(errors='replace').strip()} (fix what git says, "
+                            "then run again)") from err
     return out.stdout.decode().strip()
 
 
@@ -95,7 +98,6 @@ def commit_out_of_tree(root: Path, files: dict[str, bytes], *, manifest: str,
     b = _git(root, "commit-tree", _tree(root, a, add={manifest: text.encode()},
                                         remove=list(files)), "-p", a, "-m", messages[1])
     _git(root, "update-ref", "-m", "diffnb.weights: kept out of the tree", "HEAD", b, head)
-    (root / manifest).parent.mkdir(parents=True, exist_ok=True)
-    (root / manifest).write_text(text)
+    atomic_write(root / manifest, text)
     _git(root, "reset", "-q", "--", manifest)
     return a, b

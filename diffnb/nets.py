@@ -103,7 +103,7 @@ class ResNet(nn.Module):
             return None
         emb = self.noise_emb(c_noise)
         if self.class_conditional:
-            labels = check_labels(labels, c_noise.shape[0], c_noise.device,
+            labels = check_labels(labels, c_noise.shape[0], device=c_noise.device,
                                   num_attributes=self.num_attributes)
             emb = emb + self.class_emb(labels)  # slide 7: class embedding + noise embedding
         return emb

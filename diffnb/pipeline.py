@@ -35,25 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffnb import carry, checkpoints, config, runtime, training
-from diffnb.stages import (  # noqa: F401  (the queue's public names, defined in stages)
-    ASSUMED_TFLOPS,
-    CELEBA_STAGE,
-    TRAIN_GROUPS,
-    Stage,
-    calibration,
-    celeba_lacks,
-    expected_seconds,
-    load_state,
-    needs_fid,
-    plan,
-    prior_seconds,
-    reads_models,
-    save_state,
-    stage_flops,
-    stage_key,
-    state_path,
-)
+from diffnb import carry, checkpoints, config, runtime, stages, training
 
 
 class Unfinished(Exception):
@@ -89,7 +71,7 @@ class Context:
         return float("inf") if self.deadline is None else self.deadline - time.monotonic()
 
 
-def missing(stage: Stage, profile: runtime.Profile, state: dict) -> str | None:
+def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> str | None:
     """What a stage waits for that this machine lacks: the carried data or resume point still
     in transit, a model not trained yet, every other stage (the notebooks), packages, the FID
     weights (a GPU machine before the carries arrived)."""
@@ -111,14 +93,14 @@ def missing(stage: Stage, profile: runtime.Profile, state: dict) -> str | None:
                 return f"the finished weights of {name} (its run is past them: carry {half})"
         return None
     if stage.kind == "notebooks":
-        others = [s.name for s in plan(profile) if s.kind != "notebooks"
+        others = [s.name for s in stages.plan(profile) if s.kind != "notebooks"
                   and s.name not in state["stages"]]
         if others:
             return f"every other stage ({others[0]} is not done)"
         need = [m for m in ("nbclient", "ipykernel") if find_spec(m) is None]
         if need:
             return f"the packages {', '.join(need)}"
-    for name in reads_models(stage, profile):
+    for name in stages.reads_models(stage, profile):
         preset = config.scaled(config.get_preset(name), profile)
         try:
             found = checkpoints.find_final(preset, profile)
@@ -126,7 +108,7 @@ def missing(stage: Stage, profile: runtime.Profile, state: dict) -> str | None:
             return f"the weights of {name} ({err})"
         if found is None:
             return f"the weights of {name} (trained by an earlier stage, or carried)"
-    if not needs_fid(stage):
+    if not stages.needs_fid(stage):
         return None
     from diffnb import fid
 
@@ -138,7 +120,7 @@ def missing(stage: Stage, profile: runtime.Profile, state: dict) -> str | None:
     return None
 
 
-def run_stage(stage: Stage, ctx: Context) -> dict:
+def run_stage(stage: stages.Stage, ctx: Context) -> dict:
     from diffnb import evaluation, studies
 
     if stage.kind == "train":
@@ -186,36 +168,36 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
          session_left_s, max_stages) -> dict:
     import fnmatch
 
-    ctx = Context(profile, torch.device(device) if device else runtime.device(), seed=seed,
-                  compile=compile)
+    ctx = Context(profile, runtime.device(device), seed=seed, compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
     session_end = None if session_left_s is None else ctx.started + session_left_s
-    keys = {s.name: stage_key(s, profile) for s in plan(profile)}   # read once
-    state, name = load_state(profile, say=True, keys=keys), runtime.device_name()
-    stages = [s for s in plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
-                                                          for pat in only)]
-    lacks = celeba_lacks()
-    if lacks and (not only or any(fnmatch.fnmatch(CELEBA_STAGE.name, pat) for pat in only)):
-        print(f"pipeline: {CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
+    keys = {s.name: stages.stage_key(s, profile) for s in stages.plan(profile)}   # read once
+    state, name = stages.load_state(profile, say=True, keys=keys), runtime.device_name()
+    queue = [s for s in stages.plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
+                                                                for pat in only)]
+    lacks = stages.celeba_lacks()
+    if lacks and (not only or any(fnmatch.fnmatch(stages.CELEBA_STAGE.name, pat) for pat in only)):
+        print(f"pipeline: {stages.CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
     ran_here, failed = 0, []
-    for stage in stages:
+    for stage in queue:
         if stage.name in state["stages"]:
             continue
         if max_stages is not None and ran_here >= max_stages:
             break
-        lacking = missing(stage, profile, state)
+        lacking = missing(stage, profile, state=state)
         if lacking:
             print(f"pipeline: {stage.name} waits for {lacking}; going on with the next stages")
             continue
-        prior = prior_seconds(stage, profile, ctx.device)
+        prior = stages.prior_seconds(stage, profile, device=ctx.device)
         if stage.kind == "train" and session_end is not None:
-            need = expected_seconds(stage, profile, ctx.device, state, device_name=name)
+            need = stages.expected_seconds(stage, profile, device=ctx.device, state=state,
+                                           device_name=name)
             if need > session_end - time.monotonic():
                 print(f"pipeline: {stage.name} (~{need:.0f} s) would not finish in what is left "
                       f"of this session (~{session_end - time.monotonic():.0f} s): not started, "
                       "nothing is lost; the next session begins with it.")
                 continue
-        expect = prior * calibration(state, name) if stage.kind != "train" else 0.0
+        expect = prior * stages.calibration(state, name) if stage.kind != "train" else 0.0
         if ran_here and expect > ctx.left():
             print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
                   "left); run the same command again to go on.")
@@ -239,7 +221,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             state.setdefault("failed", {})[stage.name] = {
                 "error": f"{type(err).__name__}: {err}"[:500], "device": name,
                 "seconds": round(time.perf_counter() - t0, 2), "key": keys[stage.name]}
-            save_state(profile, state)
+            stages.save_state(profile, state)
             print(f"pipeline: {stage.name} FAILED ({type(err).__name__}: {err}); going on with "
                   "the next stages (those that read its results wait)", flush=True)
             continue
@@ -249,11 +231,11 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         state["stages"][stage.name] = {"seconds": round(seconds, 2), "device": name,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
                                        "info": info, "key": keys[stage.name]}
-        save_state(profile, state)
+        stages.save_state(profile, state)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
-    pending = [s.name for s in stages if s.name not in state["stages"]]
-    print(f"pipeline: {len(stages) - len(pending)}/{len(stages)} stages done"
+    pending = [s.name for s in queue if s.name not in state["stages"]]
+    print(f"pipeline: {len(queue) - len(pending)}/{len(queue)} stages done"
           + (f"; next: {pending[0]}" if pending else "; all done")
           + (f"; FAILED here: {', '.join(failed)} (the traceback above)" if failed else ""))
     return {"pending": pending, "state": state, "failed": failed}
@@ -261,11 +243,11 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
 
 def describe(profile: runtime.Profile, device: torch.device) -> str:
     """The plan as a Markdown table: FLOPs and the expected minutes of each stage."""
-    state = load_state(profile)
+    state = stages.load_state(profile)
     rows = ["| stage | PFLOP bf16 | PFLOP fp32 | expected min | done |", "|---|---|---|---|---|"]
     total = 0.0
-    for stage in plan(profile):
-        f, s = stage_flops(stage, profile), prior_seconds(stage, profile, device)
+    for stage in stages.plan(profile):
+        f, s = stages.stage_flops(stage, profile), stages.prior_seconds(stage, profile, device=device)
         total += s
         done = state["stages"].get(stage.name, {}).get("seconds")
         rows.append(f"| {stage.name} | {f['bf16'] / 1e15:.2f} | {f['fp32'] / 1e15:.3f} | "
@@ -294,7 +276,8 @@ def main(argv=None) -> None:
     with runtime.using_profile(profile):
         runtime.banner()
         if args.list:
-            print(describe(profile, torch.device(args.device) if args.device else runtime.device()))
+            # not checked: `--list --device cuda` plans a GPU run on a machine without one
+            print(describe(profile, torch.device(args.device or runtime.device())))
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
         r = run(profile, deadline_s=args.deadline, only=args.only, device=args.device,

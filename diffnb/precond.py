@@ -61,7 +61,7 @@ class Denoiser(nn.Module):
                           device=generator.device if generator is not None else y.device)
         return sigma, eps.to(y.device)
 
-    def loss_from(self, y: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+    def loss_from(self, y: torch.Tensor, sigma: torch.Tensor, *, eps: torch.Tensor,
                   labels: torch.Tensor | None = None) -> torch.Tensor:
         """Slide 4: MSE between F(c_in x, c_noise) and the target (y - c_skip x) / c_out, with
         x = y + sigma eps. Equals EDM's weighted loss lambda(sigma) |D(x) - y|^2 with
@@ -78,4 +78,4 @@ class Denoiser(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """:meth:`loss_from` with the noise level and noise drawn from ``generator``."""
         sigma, eps = self.draw_noise(y, P_mean=P_mean, P_std=P_std, generator=generator)
-        return self.loss_from(y, sigma, eps, labels)
+        return self.loss_from(y, sigma, eps=eps, labels=labels)

@@ -6,6 +6,7 @@ Notebooks read their tables from here, so no number is typed by hand.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -51,6 +52,23 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
         else:
             tmp.write_text(data)
     return Path(path)
+
+
+def file_digest(path: str | os.PathLike, *, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``hashlib`` algorithm), read 1 MiB at a time."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the repository, as a sidecar records it (its name outside it)."""
+    try:
+        return Path(path).resolve().relative_to(runtime.project_root().resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def save_table(df, name: str, *, meta: dict | None = None,

@@ -73,12 +73,18 @@ PROFILES = {
 PROFILES["full-b32"] = replace(PROFILES["full"], name="full-b32", train_batch=None)
 
 
-def device() -> torch.device:
-    """The one device of a run: ``DIFFNB_DEVICE`` if set, else cuda, then mps, then cpu. Under
-    torchrun (``LOCAL_RANK`` set) CUDA means this process's GPU, ``cuda:LOCAL_RANK``."""
+def device(override: str | torch.device | None = None) -> torch.device:
+    """The one device of a run: ``override`` when given (a caller's ``device=`` argument, checked
+    as ``DIFFNB_DEVICE`` is; None or "" for none), else ``DIFFNB_DEVICE`` if set, else cuda,
+    then mps, then cpu. Under torchrun (``LOCAL_RANK`` set) CUDA chosen by the environment or
+    by default means this process's GPU, ``cuda:LOCAL_RANK``."""
+    if override is not None and str(override).strip():
+        return _checked(override, what=f"device={str(override)!r}",
+                        unset="or pass device=None to use the best device available")
     name = os.environ.get(DEVICE_ENV, "").strip()
     if name:
-        return _local_gpu(_device_from_env(name))
+        return _local_gpu(_checked(name, what=f"{DEVICE_ENV}={name!r}",
+                                   unset="or unset it to use the best device available"))
     if torch.cuda.is_available():
         return _local_gpu(torch.device("cuda"))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -101,29 +107,27 @@ def _local_gpu(dev: torch.device) -> torch.device:
     return torch.device("cuda", int(local))
 
 
-def _device_from_env(name: str) -> torch.device:
-    """``DIFFNB_DEVICE`` parsed and checked: a misspelling or an absent GPU is an error that
-    says what to set, not a failure deep inside the first tensor operation."""
-    unset = "or unset it to use the best device available"
+def _checked(name: str | torch.device, *, what: str, unset: str) -> torch.device:
+    """A device name (or device) parsed and checked: a misspelling or an absent GPU is an error
+    that says what to set (``what``: where the name came from), not a failure deep inside the
+    first tensor operation."""
     try:
-        dev = torch.device(name.lower())
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"{DEVICE_ENV}={name!r} is not a device; use one of {DEVICE_CHOICES} "
-                         f"({unset}).") from err
+        dev = name if isinstance(name, torch.device) else torch.device(name.strip().lower())
+    except (RuntimeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{what} is not a device; use one of {DEVICE_CHOICES} ({unset}).") from err
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{DEVICE_ENV}={name!r} is not supported by diffnb; use one of "
-                         f"{DEVICE_CHOICES} ({unset}).")
+        raise ValueError(f"{what} is not supported by diffnb; use one of {DEVICE_CHOICES} "
+                         f"({unset}).")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{DEVICE_ENV}={name!r} but CUDA is not available here (torch "
+            raise ValueError(f"{what} but CUDA is not available here (torch "
                              f"{torch.__version__}); use cpu, {unset}.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{DEVICE_ENV}={name!r} but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s) (0-based indices); "
-                             f"use a smaller index, {unset}.")
+            raise ValueError(f"{what} but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s) (0-based indices); use a smaller index, {unset}.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
                                   and torch.backends.mps.is_available()):
-        raise ValueError(f"{DEVICE_ENV}={name!r} but MPS is not available here; use cpu, {unset}.")
+        raise ValueError(f"{what} but MPS is not available here; use cpu, {unset}.")
     return dev
 
 
@@ -270,7 +274,8 @@ def device_name() -> str:
 
 def banner() -> str:
     """The one line each notebook prints first."""
-    line = (f"diffnb: profile={profile().name} device={device()} ({device_name()}) "
-            f"torch={torch.__version__}")
+    dev, name = str(device()), device_name()
+    where = dev if name == dev else f"{dev} ({name})"      # "cpu", or "cuda (NVIDIA H200)"
+    line = f"diffnb: profile={profile().name} device={where} torch={torch.__version__}"
     print(line)
     return line

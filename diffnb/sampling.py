@@ -41,7 +41,7 @@ def initial_noise(seeds: list[int], *, shape=(1, 32, 32), sigma_max: float = noi
     return (x * sigma_max).to(device)
 
 
-def guided(den: Denoiser, x: torch.Tensor, sigma: float, labels, guidance: float) -> torch.Tensor:
+def guided(den: Denoiser, x: torch.Tensor, *, sigma: float, labels, guidance: float) -> torch.Tensor:
     """Classifier-free guidance: D_null + w (D_class - D_null); w = 1 is plain conditioning."""
     if labels is None or guidance == 1.0:
         return den(x, sigma, labels)
@@ -55,7 +55,7 @@ def _solve(den: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels, *, solv
            guidance: float, trajectory: Trajectory | None) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = guided(den, x, s, labels, guidance)
+        denoised = guided(den, x, sigma=s, labels=labels, guidance=guidance)
         d = (x - denoised) / s                                # EDM eq. 3: dx/dsigma
         if trajectory is not None:
             trajectory.sigmas.append(s)
@@ -63,7 +63,8 @@ def _solve(den: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, labels, *, solv
             trajectory.denoised.append(denoised.cpu())
         x_next = x + d * (s_next - s)                         # Euler step
         if solver == "heun" and s_next > 0:                   # EDM Alg. 1, 2nd-order correction
-            d_next = (x_next - guided(den, x_next, s_next, labels, guidance)) / s_next
+            d_next = (x_next - guided(den, x_next, sigma=s_next, labels=labels,
+                                      guidance=guidance)) / s_next
             x_next = x + (s_next - s) * 0.5 * (d + d_next)
         x = x_next
     return x
@@ -101,7 +102,7 @@ def sample(den: Denoiser, *, seeds: list[int], labels=None, steps: int = noise.N
     if labels is not None:
         if not den.class_conditional:
             raise ValueError("this model is not class-conditional: sample it with labels=None")
-        labels = check_labels(torch.as_tensor(labels).cpu(), n, dev, allow_null=False,
+        labels = check_labels(torch.as_tensor(labels).cpu(), n, device=dev, allow_null=False,
                               num_attributes=getattr(den, "num_attributes", 0))
     amp = runtime.default_amp(dev) if amp is None else amp
     shape = getattr(den, "image_shape", (1, 32, 32))

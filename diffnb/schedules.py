@@ -9,13 +9,7 @@ import torch
 from torch import nn
 
 from diffnb.config import Preset
-
-
-def steps_per_epoch(preset: Preset) -> int:
-    from diffnb import datasets
-
-    n = preset.train.epoch_images or datasets.epoch_images(preset.train.dataset)
-    return max(1, n // preset.train.batch_size)
+from diffnb.datasets import steps_per_epoch
 
 
 def lr_factor(preset: Preset):

@@ -57,10 +57,11 @@ def gpu_name(state: dict) -> str | None:
     return max(set(names), key=names.count) if names else None
 
 
-def expected(pending: list[stages.Stage], profile: runtime.Profile, state: dict) -> tuple:
+def expected(pending: list[stages.Stage], profile: runtime.Profile, *, state: dict) -> tuple:
     """Seconds left per pending stage on the GPU, and how they were calibrated."""
     name, cuda = gpu_name(state), torch.device("cuda")
-    out = {s.name: stages.expected_seconds(s, profile, cuda, state, device_name=name or "-")
+    out = {s.name: stages.expected_seconds(s, profile, device=cuda, state=state,
+                                           device_name=name or "-")
            for s in pending}
     if name is None:
         rate = f"assumed {stages.ASSUMED_TFLOPS['cuda']} TFLOP/s, nothing measured yet"
@@ -98,7 +99,7 @@ def _dest(path: Path, profile: runtime.Profile) -> str:
     return f"checkpoints/{profile.name}/{path.parent.name}/{path.name}"
 
 
-def needs(stage: stages.Stage, profile: runtime.Profile, have: set[str]) -> tuple[set, set]:
+def needs(stage: stages.Stage, profile: runtime.Profile, *, have: set[str]) -> tuple[set, set]:
     """(resources, stages that must be done first) of a stage in a session that can carry
     ``have`` (the resources found at all)."""
     res, first = {"data"}, set()
@@ -119,7 +120,7 @@ def needs(stage: stages.Stage, profile: runtime.Profile, have: set[str]) -> tupl
     return res, first
 
 
-def simulate(pending, seconds: dict[str, float], deadlines: list[int], *, arrival: dict,
+def simulate(pending, seconds: dict[str, float], *, deadlines: list[int], arrival: dict,
              need: dict, done: set[str]) -> tuple[list[Call], set[str]]:
     """The queue's rules, call by call (module docstring); returns the calls and the resources
     that a stage which ran used."""
@@ -181,7 +182,7 @@ def _plan(pending, seconds, found: dict[str, dict[str, int]], need, *, done: set
         n = max(arrival.values(), default=1)       # one call per carry, and enough to fill
         while n * (CALL_LIMIT_S - COMMAND_S) < budget - START_S - n * (COMMAND_S + GAP_S):
             n += 1
-        calls, _ = simulate(pending, seconds, deadlines_for(budget, n), arrival=arrival,
+        calls, _ = simulate(pending, seconds, deadlines=deadlines_for(budget, n), arrival=arrival,
                             need=need, done=done)
         work = sum(seconds[name] for c in calls for name in c.finishes)
         if best is None or work > best[0] + 1e-6:
@@ -201,13 +202,13 @@ def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[
                  tree_bytes: int, device_minutes: float = 15.0) -> SessionPlan:
     """This session's plan from what is done and found here (``base``: data, wheels, fid)."""
     pending = [s for s in stages.plan(profile) if s.name not in state["stages"]]
-    seconds, rate = expected(pending, profile, state)
+    seconds, rate = expected(pending, profile, state=state)
     found = candidates(profile, pending, base=base)
     room = carry.CARRY_LIMIT - tree_bytes - 2 * carry.MIB
     if room < 4 * carry.MIB:
         raise ValueError(f"the tree is {tree_bytes / carry.MIB:.1f} MiB: no room left to carry "
                          "anything (64 MiB per command); see `python -m diffnb.weights check`")
-    need = {s.name: needs(s, profile, set(found)) for s in pending}
+    need = {s.name: needs(s, profile, have=set(found)) for s in pending}
     calls, chosen = _plan(pending, seconds, {r: {d: Path(p).stat().st_size for d, p in v.items()}
                                              for r, v in found.items()}, need,
                           done=set(state["stages"]), budget=device_minutes * 60, room=room)
@@ -226,7 +227,7 @@ def forecast(profile: runtime.Profile, state: dict, *, base_bytes: dict[str, int
     done, sessions = set(state["stages"]), []
     room = carry.CARRY_LIMIT - tree_bytes - 2 * carry.MIB
     all_stages = stages.plan(profile)
-    seconds, _ = expected(all_stages, profile, state)
+    seconds, _ = expected(all_stages, profile, state=state)
     trained = set()
     while len(sessions) < most:
         pending = [s for s in all_stages if s.name not in done]
@@ -235,7 +236,7 @@ def forecast(profile: runtime.Profile, state: dict, *, base_bytes: dict[str, int
         found = {r: {r: b} for r, b in base_bytes.items()}
         found |= {f"model:{n}": {f"model:{n}": model_bytes[n]} for n in sorted(trained)
                   if any(n in stages.reads_models(s, profile) for s in pending)}
-        need = {s.name: needs(s, profile, set(found)) for s in pending}
+        need = {s.name: needs(s, profile, have=set(found)) for s in pending}
         calls, _ = _plan(pending, {s.name: seconds[s.name] for s in pending}, found, need,
                          done=done, budget=device_minutes * 60, room=room)
         finished = [n for c in calls for n in c.finishes]

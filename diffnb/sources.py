@@ -133,7 +133,8 @@ class SampleSource:
     def __call__(self, labels: torch.Tensor | None, n: int, seed: int) -> torch.Tensor:
         label = None if labels is None else int(labels[0])
         if labels is not None and not bool((labels == label).all()):
-            raise ValueError("the FID protocols draw one class at a time")
+            raise ValueError("the FID protocols draw one class at a time: pass labels of one "
+                             "class, or None, and call once per class")
         key = (label, seed)
         have = self._images.get(key)
         if have is None or len(have) < n:
@@ -149,7 +150,7 @@ class SampleSource:
         """What decides a stream's features, besides its class and seed (the disk cache key);
         ``batch_size`` and ``device`` are Inception's."""
         dev = self._sampler_device()
-        feat_dev = runtime.device() if device is None else torch.device(device)
+        feat_dev = runtime.device(device)
         bs, multiple = self._sampler_batches()
         feat_bs = batch_size or network.default_batch_size(feat_dev)
         s = self.spec
@@ -210,7 +211,7 @@ class SampleSource:
     def _features(images: torch.Tensor, *, batch_size: int | None, device) -> np.ndarray:
         """Inception features of model-space images, every batch a full one: on a CPU always
         ``CPU_FEATURE_BATCH`` images, on a GPU the batch size."""
-        dev = runtime.device() if device is None else torch.device(device)
+        dev = runtime.device(device)
         n = len(images)
         bs = CPU_FEATURE_BATCH if dev.type == "cpu" else batch_size or \
             network.default_batch_size(dev)

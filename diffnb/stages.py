@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffnb import config, flops, runtime, training
+from diffnb import checkpoints, config, datasets, flops, models, runtime, training
 from diffnb.results import atomic_write
 
 TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
@@ -63,8 +63,6 @@ def plan(profile: runtime.Profile) -> list[Stage]:
 
 def celeba_lacks() -> str | None:
     """Why notebook 07's training is not planned here (CelebA is not found), or None."""
-    from diffnb import datasets
-
     return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
 
 
@@ -126,8 +124,6 @@ def needs_fid(stage: Stage) -> bool:
 def run_targets(profile: runtime.Profile) -> dict[Path, int]:
     """{run folder: the most epochs a planned preset trains in it} (class_1 and class_3 share
     one run: its target is class_3's 100 epochs)."""
-    from diffnb import checkpoints
-
     out: dict[Path, int] = {}
     for name in trained_presets(profile):
         p = config.scaled(config.get_preset(name), profile)
@@ -138,8 +134,6 @@ def run_targets(profile: runtime.Profile) -> dict[Path, int]:
 
 def done_fraction(stage: Stage, profile: runtime.Profile) -> float:
     """How much of a training stage its resume point already holds (0 when none is here)."""
-    from diffnb import checkpoints
-
     if stage.kind != "train":
         return 0.0
     last = config.scaled(config.get_preset(stage.presets[-1]), profile)
@@ -153,8 +147,6 @@ def done_fraction(stage: Stage, profile: runtime.Profile) -> float:
 @lru_cache(maxsize=None)
 def _forward(model: config.ModelConfig) -> float:
     """Forward FLOPs of one image (with its label where the network takes one)."""
-    from diffnb import models
-
     return flops.forward_flops(models.build(model), labels=model.class_conditional)
 
 
@@ -180,7 +172,7 @@ def stage_flops(stage: Stage, profile: runtime.Profile) -> dict[str, float]:
     return out
 
 
-def prior_seconds(stage: Stage, profile: runtime.Profile, device: torch.device) -> float:
+def prior_seconds(stage: Stage, profile: runtime.Profile, *, device: torch.device) -> float:
     """Seconds at the assumed rates; the notebooks, which count no FLOPs of their own (they
     reuse the queue's results), at an assumed ``NOTEBOOK_SECONDS`` each."""
     if stage.kind == "notebooks":
@@ -208,10 +200,10 @@ def calibration(state: dict, device_name: str, *, train: bool = False) -> float:
     return statistics.median(ratios) if ratios else 1.0
 
 
-def expected_seconds(stage: Stage, profile: runtime.Profile, device: torch.device, state: dict,
-                     *, device_name: str) -> float:
+def expected_seconds(stage: Stage, profile: runtime.Profile, *, device: torch.device,
+                     state: dict, device_name: str) -> float:
     """What is left of a stage, in seconds on ``device_name``, calibrated."""
-    prior = prior_seconds(stage, profile, device) * (1.0 - done_fraction(stage, profile))
+    prior = prior_seconds(stage, profile, device=device) * (1.0 - done_fraction(stage, profile))
     return prior * calibration(state, device_name, train=stage.kind == "train")
 
 

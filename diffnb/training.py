@@ -23,9 +23,10 @@ import torch
 from diffnb import checkpoints, config, data, datasets, distributed, models, runtime
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.config import Preset
+from diffnb.datasets import steps_per_epoch
 from diffnb.epochs import batches, drop_labels, epoch_generator  # noqa: F401
 from diffnb.precond import Denoiser
-from diffnb.schedules import ema_decay, ema_update, lr_factor, steps_per_epoch  # noqa: F401
+from diffnb.schedules import ema_decay, ema_update, lr_factor  # noqa: F401
 
 VALID_BATCH = 256
 CHECK_EVERY = 100  # steps between read-backs of the loss (one host sync each)
@@ -63,10 +64,11 @@ class TrainState:
 
 
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
-    torch.manual_seed(preset.train.seed)  # weight init
+    runtime.seed_everything(preset.train.seed)  # weight init
     net = models.build(preset.model)
-    sd = datasets.sigma_data(preset) if sigma_data is None else sigma_data
-    return Denoiser(net, sigma_data=sd).to(device or runtime.device())
+    if sigma_data is None:
+        sigma_data = datasets.sigma_data(preset)
+    return Denoiser(net, sigma_data=sigma_data).to(runtime.device(device))
 
 
 def make_state(preset: Preset, device) -> TrainState:
@@ -96,13 +98,13 @@ class TrainStep:
             mode = compile if isinstance(compile, str) else None
             self.loss_from = torch.compile(self.loss_from, mode=mode)
 
-    def __call__(self, y: torch.Tensor, labels, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, labels, *, generator: torch.Generator) -> torch.Tensor:
         st, t = self.st, self.t
         sigma, eps = st.denoiser.draw_noise(y, P_mean=t.P_mean, P_std=t.P_std,
                                             generator=generator)
         y, sigma, eps, labels = distributed.shard(self.world, y, sigma, eps, labels)
         with runtime.autocast(y.device, self.amp):
-            loss = self.loss_from(y, sigma, eps, labels)
+            loss = self.loss_from(y, sigma, eps=eps, labels=labels)
         st.opt.zero_grad(set_to_none=True)
         loss.backward()
         st.opt.step()
@@ -113,7 +115,7 @@ class TrainStep:
 
 
 @torch.no_grad()
-def validation_loss(den: Denoiser, valid: data.Images, preset: Preset, *, amp: bool) -> float:
+def validation_loss(den: Denoiser, valid: data.Images, *, preset: Preset, amp: bool) -> float:
     """Mean loss on the first ``valid_images`` validation images, with fixed noise (comparable
     from epoch to epoch)."""
     dev = valid.images.device
@@ -141,13 +143,13 @@ class DeadlineReached(Exception):
 def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
                  bar=None, deadline: float | None = None) -> float:
     dev = train.images.device
-    gen = epoch_generator(preset, st.epoch, dev)
+    gen = epoch_generator(preset, st.epoch, device=dev)
     st.denoiser.train()
     running, seen, start = torch.zeros((), device=dev), 0, time.monotonic()
     steps = steps_per_epoch(preset)
     for y, labels in batches(train, preset, generator=gen,
                              class_conditional=st.denoiser.class_conditional):
-        running += step_fn(y, labels, gen)
+        running += step_fn(y, labels, generator=gen)
         seen += 1
         if seen % CHECK_EVERY == 0 or seen == steps:
             mean = distributed.mean(running).item() / seen   # all processes' images
@@ -180,13 +182,14 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     """
     profile = profile or runtime.profile()
     preset = config.get_preset(preset)
-    dev = torch.device(device) if device is not None else runtime.device()
+    dev = runtime.device(device)
     amp = runtime.default_amp(dev) if amp is None else amp
     folder = checkpoints.run_dir(preset, profile)
     st = make_state(preset, dev)
     start = checkpoints.latest_start(folder, preset.train.epochs) if folder.exists() else None
     if start is not None:
-        checkpoints.restore(st, checkpoints.load(start), preset, start, profile=profile)
+        checkpoints.restore(st, checkpoints.load(start), preset=preset, path=start,
+                            profile=profile)
     resumed_from, t0 = st.epoch, time.perf_counter()
     train_split, valid_split = (s.to(dev) for s in datasets.splits(preset)[:2])
     step = TrainStep(st, preset, amp=amp, compile=compile)
@@ -213,11 +216,12 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             st.epoch += 1
             h = st.history
             h["train_loss"].append(train_loss)
-            h["valid_loss"].append(validation_loss(st.denoiser, valid_split, preset, amp=amp))
+            h["valid_loss"].append(validation_loss(st.denoiser, valid_split, preset=preset,
+                                                     amp=amp))
             h["epoch_seconds"].append(seconds)
             h["images_per_second"].append(steps_per_epoch(preset) * preset.train.batch_size
                                           / seconds)
-            blob = checkpoints.state_blob(st, preset, profile)    # references, no copies
+            blob = checkpoints.state_blob(st, preset, profile=profile)  # references, no copies
             if main:
                 checkpoints.save(blob, folder / "last.pt")
             distributed.barrier()
@@ -230,7 +234,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     if st.epoch < preset.train.epochs:
         return Trained(preset, None, None, st.history, folder, resumed_from,
                        time.perf_counter() - t0, finished=False)
-    blob = checkpoints.state_blob(st, preset, profile)
+    blob = checkpoints.state_blob(st, preset, profile=profile)
     final = folder / checkpoints.final_name(st.epoch)
     half = folder / checkpoints.final_name(st.epoch, half=True)
     if main and not final.exists():
@@ -274,11 +278,12 @@ def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = Non
     otherwise training starts or resumes. Names and presets alike are scaled to the profile."""
     profile = profile or runtime.profile()
     preset = config.scaled(config.get_preset(preset), profile)
-    dev = torch.device(device) if device is not None else runtime.device()
+    dev = runtime.device(device)
     final = checkpoints.find_final(preset, profile)
     if final is not None and not retrain:
         st = make_state(preset, dev)
-        checkpoints.restore(st, checkpoints.load(final), preset, final, rng=False, profile=profile)
+        checkpoints.restore(st, checkpoints.load(final), preset=preset, path=final, rng=False,
+                            profile=profile)
         return _trained(st, preset, final.parent, st.epoch, 0.0)
     folder = checkpoints.run_dir(preset, profile)
     if retrain and folder.exists() and distributed.world().main:

@@ -23,20 +23,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-from diffnb import runtime
-from diffnb.carry import (  # noqa: F401  (transport's names since before carry.py)
-    CARRY_LIMIT,
-    MANIFEST,
-    MIB,
-    TransportError,
-    deal,
-    file_sha256,
-    install_wheels,
-    receive,
-    sha256,
-    tree_bytes,
-)
-from diffnb.results import atomic_path, atomic_write
+from diffnb import carry, checkpoints, runtime
+from diffnb.carry import MIB, TransportError, sha256
+from diffnb.results import atomic_path, atomic_write, file_digest
 
 PART_LIMIT = 16 * MIB - 64 * 1024       # a file that comes back: 16 MiB, with room to spare
 MAX_PARTS = 7                            # + the manifest: 8 files back
@@ -48,10 +37,9 @@ RECEIVED = ".gpu/received"               # written by receive: what a command ma
 def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
     """What the finished stages of ``profile`` made, relative to ``root``."""
     sub = "" if profile.name == "full" else f"/{profile.name}"
-    ckpt = Path(os.environ.get("DIFFNB_CHECKPOINTS", root / "checkpoints"))
     found = [p for p in (root / f"results{sub}").rglob("*") if p.is_file()]
     found += [p for p in (root / f"figures{sub}").glob("*") if p.is_file()]
-    found += [p for p in (ckpt / profile.name).rglob("*.half.pt")]
+    found += [p for p in (checkpoints.root() / profile.name).rglob("*.half.pt")]
     found += resume_points(profile)
     found += list(runtime.stamps_dir().glob(f"{profile.name}_*"))
     # executed notebooks: in place (the full profile's, or any profile's over notebooks that
@@ -66,7 +54,7 @@ def outputs(root: Path, profile: runtime.Profile) -> list[Path]:
 
 def resume_points(profile: runtime.Profile) -> list[Path]:
     """The full checkpoint each planned run that is not finished would resume from."""
-    from diffnb import checkpoints, stages
+    from diffnb import stages
 
     out = []
     for folder, epochs in stages.run_targets(profile).items():
@@ -77,15 +65,16 @@ def resume_points(profile: runtime.Profile) -> list[Path]:
 
 
 def _arcname(path: Path, root: Path) -> str:
-    ckpt = Path(os.environ.get("DIFFNB_CHECKPOINTS", root / "checkpoints"))
-    for base, label in ((runtime.stamps_dir(), ".cache/scores"), (ckpt, "checkpoints"),
+    for base, label in ((runtime.stamps_dir(), ".cache/scores"), (checkpoints.root(), "checkpoints"),
                         (root, "")):
         try:
             rel = path.resolve().relative_to(base.resolve()).as_posix()
         except ValueError:
             continue
         return f"{label}/{rel}" if label else rel
-    raise TransportError(f"{path} is outside the checkout")
+    raise TransportError(f"{path} is outside the checkout {root}, the checkpoints "
+                         f"{checkpoints.root()} and the score stamps {runtime.stamps_dir()}: "
+                         "only files under them can be packed; move it under one of them")
 
 
 def _tar(root: Path, paths: list[Path]) -> tuple[bytes, dict]:
@@ -94,7 +83,7 @@ def _tar(root: Path, paths: list[Path]) -> tuple[bytes, dict]:
         for path in paths:
             name = _arcname(path, root)
             tar.add(path, arcname=name)
-            files[name] = {"sha256": file_sha256(path), "mtime": path.stat().st_mtime}
+            files[name] = {"sha256": file_digest(path), "mtime": path.stat().st_mtime}
     return buf.getvalue(), files
 
 
@@ -134,40 +123,34 @@ def unpack(folder: Path, root: Path, *, force: bool = False) -> dict[str, list[s
     """Check every part, then restore the files into ``root``; newer local files are kept."""
     mpath = folder / "pack.json"
     if not mpath.exists():
-        raise TransportError(f"{folder} has no pack.json: not a pack, or the manifest is missing")
+        raise TransportError(f"{folder} has no pack.json: not a pack, or the manifest is "
+                             "missing; fetch the command's files again (pack.json with them)")
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as err:
         raise TransportError(f"{mpath} is corrupt ({err}); fetch the command's files again") \
             from err
-    blobs = []
-    for part in manifest["parts"]:
-        path = folder / part["name"]
-        if not path.exists():
-            raise TransportError(f"part {part['name']} is missing from {folder}: nothing was "
-                                 "unpacked; fetch the command's files again")
-        blob = path.read_bytes()
-        if sha256(blob) != part["sha256"]:
-            raise TransportError(f"part {part['name']} is corrupt (sha256 mismatch): nothing "
-                                 "was unpacked; fetch the command's files again")
-        blobs.append(blob)
-    data = b"".join(blobs)
+    again = "nothing was unpacked; fetch the command's files again"
+    data = b"".join(carry.read_checked(folder / part["name"], part["sha256"],
+                                       what=f"part {part['name']}", fix=again)
+                    for part in manifest["parts"])
     if sha256(data) != manifest["sha256"]:
-        raise TransportError("the parts do not add up to the pack (sha256 mismatch)")
+        raise TransportError(f"the parts do not add up to the pack (sha256 mismatch): {again}")
     restored, kept = [], []
-    ckpt = Path(os.environ.get("DIFFNB_CHECKPOINTS", root / "checkpoints"))
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for member in tar.getmembers():
             name, info = member.name, manifest["files"].get(member.name, {})
             if not member.isfile() or name.startswith("/") or ".." in Path(name).parts:
-                raise TransportError(f"refusing the pack member {name!r}")
+                raise TransportError(f"refusing the pack member {name!r} (not a file inside "
+                                     "the checkout): make the pack with `python -m "
+                                     "diffnb.transport pack`, not by hand")
             if name.startswith("checkpoints/"):
-                target = ckpt / name.split("/", 1)[1]
+                target = checkpoints.root() / name.split("/", 1)[1]
             elif name.startswith(".cache/scores/"):
                 target = runtime.stamps_dir() / name.split("/", 2)[2]
             else:
                 target = root / name
-            if target.exists() and not force and file_sha256(target) != info.get("sha256") \
+            if target.exists() and not force and file_digest(target) != info.get("sha256") \
                     and target.stat().st_mtime > info.get("mtime", 0):
                 kept.append(name)
                 continue
@@ -199,12 +182,13 @@ def main(argv=None) -> None:
     root = runtime.outputs_root()
     try:
         if args.cmd == "receive":
-            r = receive(root)
+            r = carry.receive(root)
             print(f"receive: {len(r['placed'])} files in place"
                   + "".join(f"\n  {w}" for w in r["waiting"])
                   + "".join(f"\n  {k}: the machine's own kept" for k in r["kept"]))
             if args.wheels:
-                print("receive:", install_wheels(root, Path(args.wheels), r["waiting"]))
+                print("receive:", carry.install_wheels(root, Path(args.wheels),
+                                                          waiting=r["waiting"]))
             atomic_write(root / RECEIVED, "")   # pack --since: what the command itself wrote
         elif args.cmd == "pack":
             since = Path(args.since).stat().st_mtime if args.since and \

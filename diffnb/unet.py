@@ -60,7 +60,8 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, *, heads: int = HEADS):
         super().__init__()
         if channels % heads:
-            raise ValueError(f"attention needs channels divisible by {heads} heads, got {channels}")
+            raise ValueError(f"attention needs channels divisible by {heads} heads, got {channels}: "
+                             f"choose nb_channels (times channel_mult) divisible by {heads}")
         self.heads = heads
         self.norm = nn.GroupNorm(num_groups(channels), channels)
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -169,7 +170,7 @@ class UNet(nn.Module):
         return 2 ** (len(self.cfg.channel_mult) - 1)
 
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        labels = check_labels(labels, c_noise.shape[0], c_noise.device,
+        labels = check_labels(labels, c_noise.shape[0], device=c_noise.device,
                               num_attributes=self.num_attributes)
         return self.emb_mlp(self.noise_emb(c_noise) + self.class_emb(labels))
 
@@ -196,7 +197,8 @@ class UNet(nn.Module):
 def _per_sample(c_noise, x: torch.Tensor) -> torch.Tensor:
     c_noise = torch.as_tensor(c_noise, device=x.device).reshape(-1)
     if c_noise.numel() not in (1, x.shape[0]):
-        raise ValueError(f"got {c_noise.numel()} noise levels for a batch of {x.shape[0]} images")
+        raise ValueError(f"got {c_noise.numel()} noise levels for a batch of {x.shape[0]} images: "
+                         "pass one per image, or one for all")
     return c_noise.expand(x.shape[0])
 
 

@@ -14,9 +14,10 @@ too (``class_2_sched_ema``: its raw weights are the ablation's '+ LR schedule' r
 blob id, bytes, preset, run key, epochs, parts, and where it was trained (device, torch, commit).
 The files themselves are git-ignored: ``commit`` keeps their bytes in git history
 (``diffnb.gitstore``), so that they never travel with the tree to the borrowed GPU, and
-``checkpoints.find_final`` writes one back from history the first time it is asked for. The
-score stamps of the GPU run (``scores/``, a few kB, tracked) let a CPU reader's notebooks reuse
-the GPU's FID numbers for these exact weights (``restore``).
+``checkpoints.find_final`` writes one back from history the first time it is asked for
+(``checkpoints.materialize_kept``). The score stamps of the GPU run (``scores/``, a few kB,
+tracked) let a CPU reader's notebooks reuse the GPU's FID numbers for these exact weights
+(``restore``).
 """
 from __future__ import annotations
 
@@ -24,17 +25,15 @@ import argparse
 import hashlib
 import io
 import json
-import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
-from diffnb import checkpoints, config, gitstore, runtime, stages
-from diffnb.results import atomic_write
+from diffnb import carry, checkpoints, config, gitstore, runtime, stages
+from diffnb.results import atomic_write, file_digest
 
-MANIFEST = "MANIFEST.json"
+MANIFEST = checkpoints.KEPT_MANIFEST  # read back by checkpoints.materialize_kept
 BIG_FILE = 5 * (1 << 20)             # the repository's pre-stop check flags tracked files above
 
 
@@ -83,7 +82,7 @@ def keep(profile: runtime.Profile) -> list[str]:
     manifest, out = read_manifest(profile), []
     for name in stages.trained_presets(profile):
         preset = config.scaled(config.get_preset(name), profile)
-        dest = checkpoints.committed_path(preset, profile, preset.train.epochs)
+        dest = checkpoints.committed_path(preset, profile, epochs=preset.train.epochs)
         if dest.name in manifest["files"]:
             continue
         found = checkpoints.find_final(preset, profile, materialize=False)
@@ -108,30 +107,6 @@ def keep(profile: runtime.Profile) -> list[str]:
     return out
 
 
-def materialize(path: Path) -> Path | None:
-    """Write a kept file back from git history when its folder's manifest lists it; None when
-    it does not, or when there is no repository here (a tree copied to a borrowed GPU, which
-    gets the weights it needs carried). Raises ``checkpoints.CheckpointError`` with what to do
-    when the repository lacks the bytes (a shallow clone)."""
-    mpath = path.parent / MANIFEST
-    entry = json.loads(mpath.read_text())["files"].get(path.name) if mpath.exists() else None
-    if entry is None:
-        return None
-    if not gitstore.available(runtime.project_root()):
-        warnings.warn(f"{path.name} is kept in git history, but {runtime.project_root()} is not "
-                      "a git checkout: not used here", stacklevel=2)
-        return None
-    try:
-        data = gitstore.read_blob(runtime.project_root(), entry["blob"])
-    except gitstore.GitStoreError as err:
-        raise checkpoints.CheckpointError(f"{path.name} is listed in {mpath} but cannot be read "
-                                          f"back: {err}") from err
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise checkpoints.CheckpointError(f"{path.name} read back from git does not match the "
-                                          f"sha256 in {mpath}: the manifest is out of date")
-    return atomic_write(path, data)
-
-
 def restore(profile: runtime.Profile) -> dict:
     """Every kept file written back, and the GPU run's score stamps put where evaluation looks
     (a stamp already there is left as it is)."""
@@ -139,11 +114,11 @@ def restore(profile: runtime.Profile) -> dict:
     for name in read_manifest(profile)["files"]:
         path = folder(profile) / name
         if not path.exists():
-            placed.append(materialize(path).name)
+            placed.append(checkpoints.materialize_kept(path).name)
     stamps = [s for s in sorted((folder(profile) / "scores").glob(f"{profile.name}_*"))
               if not (runtime.stamps_dir() / s.name).exists()]   # a newer one here stays
     for stamp in stamps:
-        shutil.copyfile(stamp, runtime.stamps_dir() / stamp.name)
+        atomic_write(runtime.stamps_dir() / stamp.name, stamp.read_bytes())
     return {"written": placed, "stamps": len(stamps)}
 
 
@@ -173,16 +148,14 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
 def check(profile: runtime.Profile) -> list[str]:
     """What is wrong before a commit: a kept file that differs from its manifest, a manifest
     entry whose bytes git cannot read, a trained stage without its kept weights, big files."""
-    from diffnb import carry, pipeline
-
     root, manifest, problems = runtime.project_root(), read_manifest(profile), []
     for name, e in manifest["files"].items():
         path = folder(profile) / name
-        if path.exists() and carry.file_sha256(path) != e["sha256"]:
+        if path.exists() and file_digest(path) != e["sha256"]:
             problems.append(f"{name} differs from its manifest entry: delete it and keep again")
         if "kept_in" in e and not gitstore.reachable(root, e["blob"]):
             problems.append(f"{name}: git blob {e['blob']} is not in this clone's history")
-    state = pipeline.load_state(profile)
+    state = stages.load_state(profile)
     kept = {e["preset"] for e in manifest["files"].values()}
     for stage, info in state["stages"].items():
         for name in info.get("info", {}).get("epochs", {}):
@@ -221,7 +194,7 @@ def sizes(profile: runtime.Profile, *, names: list[str] | None = None) -> list[d
         for p in st.denoiser.parameters():           # Adam's moments exist after one step
             p.grad = torch.zeros_like(p)
         st.opt.step()
-        full = checkpoints.state_blob(st, preset, profile)
+        full = checkpoints.state_blob(st, preset, profile=profile)
         kept = kept_blob(full, parts(preset, profile))
         row = {"preset": name, "parameters": sum(p.numel() for p in st.denoiser.parameters()),
                "parts": "+".join(kept["kept"])}

@@ -33,6 +33,38 @@ def tmp_checkpoints(tmp_path, monkeypatch):
     return tmp_path / "checkpoints"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests, as each torchrun process (OMP_NUM_THREADS=1):
+    two OpenMP threads on two cores shared with other work can run 10x slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomise(module, *, std: float = 0.1, seed: int | None = 0):
+    """``module`` (returned) with random instead of zero-initialised conv and linear weights,
+    normal with ``std``, drawn after ``torch.manual_seed(seed)`` (None: from the current state):
+    the output and every gradient depend on the input, the noise level and the label."""
+    import torch
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.normal_(m.weight, std=std)
+    return module
+
+
+@pytest.fixture
+def randomise():
+    """The function ``randomise(module, *, std=0.1, seed=0)`` (see ``_randomise``)."""
+    return _randomise
+
+
 @pytest.fixture
 def random_class_model():
     """A tiny class-conditional denoiser with random (not zero-initialised) weights, eval mode:
@@ -45,10 +77,7 @@ def random_class_model():
 
     torch.manual_seed(0)
     net = models.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
-    for m in net.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.normal_(m.weight, std=0.2)
-    return Denoiser(net, sigma_data=0.66).eval()
+    return Denoiser(_randomise(net, std=0.2, seed=None), sigma_data=0.66).eval()
 
 
 @pytest.fixture

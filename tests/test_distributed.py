@@ -187,13 +187,8 @@ def two_processes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Training in this process on one thread, as each torchrun process (OMP_NUM_THREADS=1): two
-    threads on two cores shared with other work can be 10x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Training in this process on one thread, as each torchrun process (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,14 @@ def test_carried_wheels_are_this_projects_pins_and_close_over_the_image():
     # the requirements of every carried version this environment has (unpinned ones can drift)
     requires = {n: md.requires(n) or [] for n in carried if md.version(n) == carried[n]}
     assert set(pinned) & set(carried) <= set(requires)
-    assert carry.unmet(carried, image, requires) == []
+    assert carry.unmet(carried, image, requires=requires) == []
 
 
 def test_a_requirement_neither_carried_nor_in_the_image_or_too_old_is_named():
     said = carry.unmet({"ipykernel": "7.4.0", "tornado": "6.1"}, {"packaging": None},
-                       {"ipykernel": ["nest-asyncio2>=1.7.0", "packaging>=22", "tornado>=6.2",
-                                      "appnope>=0.1.2; platform_system == 'Darwin'"]})
+                       requires={"ipykernel": ["nest-asyncio2>=1.7.0", "packaging>=22",
+                                               "tornado>=6.2",
+                                               "appnope>=0.1.2; platform_system == 'Darwin'"]})
     assert said == ["ipykernel 7.4.0 needs nest-asyncio2>=1.7.0: neither carried nor in the image",
                     "ipykernel 7.4.0 needs tornado>=6.2: the machine gets 6.1"]
 

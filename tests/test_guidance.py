@@ -1,5 +1,5 @@
-"""Classifier-free guidance (Ho and Salimans 2022): sampling.guided(den, x, sigma, labels, w) is
-D_null + w (D_class - D_null).
+"""Classifier-free guidance (Ho and Salimans 2022): sampling.guided(den, x, sigma=, labels=,
+guidance=w) is D_null + w (D_class - D_null).
 
 Every expected value is computed here by hand from separate denoiser calls (one with the labels,
 one with the null class) on a random class-conditional model, whose output depends on the label.
@@ -24,8 +24,8 @@ def inputs(n=4, sigma_scale=1.0):
 def test_guidance_one_is_plain_conditioning(random_class_model, sigma):
     den = random_class_model
     x, labels = inputs(sigma_scale=sigma)
-    torch.testing.assert_close(sampling.guided(den, x, sigma, labels, 1.0), den(x, sigma, labels),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sampling.guided(den, x, sigma=sigma, labels=labels, guidance=1.0),
+                               den(x, sigma, labels), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("w", [0.0, 0.5, 2.0, 4.0])
@@ -38,7 +38,7 @@ def test_guidance_is_null_plus_w_times_the_class_difference(random_class_model, 
     assert (d_class - d_null).abs().max() > 1e-2, "the model must depend on the label"
     expected = d_null + w * (d_class - d_null)
     tol = 1e-5 * max(1.0, w)
-    torch.testing.assert_close(sampling.guided(den, x, sigma, labels, w), expected,
+    torch.testing.assert_close(sampling.guided(den, x, sigma=sigma, labels=labels, guidance=w), expected,
                                rtol=tol, atol=tol)
 
 
@@ -50,12 +50,13 @@ def test_guidance_uses_the_null_class_not_class_zero(random_class_model):
     torch.testing.assert_close(den(x, sigma, torch.full_like(labels, NULL_CLASS)), d_null)
     d_zero = den(x, sigma, torch.zeros_like(labels))
     assert (d_zero - d_null).abs().max() > 1e-2, "class 0 (T-shirt/top) is not the null class"
-    unguided = sampling.guided(den, x, sigma, labels, 0.0)            # w = 0: D_null alone
+    unguided = sampling.guided(den, x, sigma=sigma, labels=labels, guidance=0.0)  # D_null alone
     torch.testing.assert_close(unguided, d_null, rtol=1e-5, atol=1e-5)
     assert (unguided - d_zero).abs().max() > 1e-2
     assert (unguided - den(x, sigma, labels)).abs().max() > 1e-2
     # without labels there is nothing to guide towards: the unconditional denoiser, any w
-    torch.testing.assert_close(sampling.guided(den, x, sigma, None, 3.0), d_null)
+    torch.testing.assert_close(sampling.guided(den, x, sigma=sigma, labels=None, guidance=3.0),
+                               d_null)
 
 
 @pytest.mark.parametrize("w", [1.0, 3.0])

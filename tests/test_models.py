@@ -90,7 +90,7 @@ def test_profile_batch_limits_scale_the_learning_rate_by_the_square_root_rule():
     """full raises batch 32 to 256 (lr x sqrt 8); quick lowers the UNets' 128 to 32 (lr x sqrt 1/4),
     so that a quick UNet run takes 4 steps: the zero-initialised label path gets gradients from
     the third on (with one step per epoch it never would)."""
-    from diffnb import runtime, schedules
+    from diffnb import datasets, runtime
     full, quick = runtime.PROFILES["full"], runtime.PROFILES["quick"]
     for name in ("class_2", "unet_attn_cfg"):
         p = config.get_preset(name)
@@ -102,14 +102,11 @@ def test_profile_batch_limits_scale_the_learning_rate_by_the_square_root_rule():
             assert q.train.batch_size == want
             assert q.train.lr == pytest.approx(p.train.lr * (want / p.train.batch_size) ** 0.5)
     q = config.scaled(config.get_preset("unet_attn_cfg"), quick)
-    assert q.train.epochs * schedules.steps_per_epoch(q) >= 4
+    assert q.train.epochs * datasets.steps_per_epoch(q) >= 4
 
 
-def test_class_labels_include_zero_and_reject_out_of_range():
-    den = denoiser("class")
-    for m in den.modules():  # leave the zero initialisation so that F depends on the label
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, std=0.1)
+def test_class_labels_include_zero_and_reject_out_of_range(randomise):
+    den = randomise(denoiser("class"))  # not zero-initialised: F depends on the label
     x, sigma = torch.randn(1, 1, 32, 32), torch.tensor([1.0])
     d0, d_null = den(x, sigma, torch.tensor([0])), den(x, sigma, None)
     assert not torch.allclose(d0, d_null), "class 0 (T-shirt/top) must not be 'no class'"
@@ -386,19 +383,20 @@ def test_state_dicts_and_outputs_match_the_code_before_the_conditioning_module(n
 def test_labels_are_checked_on_the_cpu_only():
     """``bad.any()`` on a device tensor would wait for the device: device labels pass unchecked
     (the meta device stands for CUDA here), CPU labels and sampling's labels are checked."""
-    meta = conditioning.check_labels(torch.tensor([11], device="meta"), 1, "meta")
+    meta = conditioning.check_labels(torch.tensor([11], device="meta"), 1, device="meta")
     assert meta.device.type == "meta"
     with pytest.raises(ValueError, match="out of range"):
-        conditioning.check_labels(torch.tensor([11]), 1, "meta")
+        conditioning.check_labels(torch.tensor([11]), 1, device="meta")
     with pytest.raises(ValueError, match="whole numbers"):
-        conditioning.check_labels([0.5], 1, "cpu")
+        conditioning.check_labels([0.5], 1, device="cpu")
     with pytest.raises(ValueError, match="3 labels for a batch of 2"):
-        conditioning.check_labels([1, 2, 3], 2, "cpu")
-    torch.testing.assert_close(conditioning.check_labels([4], 3, "cpu"), torch.tensor([4, 4, 4]))
+        conditioning.check_labels([1, 2, 3], 2, device="cpu")
+    torch.testing.assert_close(conditioning.check_labels([4], 3, device="cpu"), torch.tensor([4, 4, 4]))
 
 
 def test_attribute_labels_null_rows_and_range():
-    check = lambda labels, **kw: conditioning.check_labels(labels, 2, "cpu", num_attributes=3, **kw)
+    check = lambda labels, **kw: conditioning.check_labels(labels, 2, device="cpu",
+                                                           num_attributes=3, **kw)
     assert check(None).tolist() == [[-1] * 3] * 2
     assert check([[1, 0, 1]]).tolist() == [[1, 0, 1]] * 2
     null = conditioning.null_like(check([[1, 0, 1], [0, 0, 0]]))

@@ -1,4 +1,5 @@
 """diffnb.noise and diffnb.runtime."""
+import json
 import math
 
 import pytest
@@ -98,6 +99,21 @@ def test_absent_gpu_is_a_clear_error(monkeypatch):
     assert runtime.device() == torch.device("cpu")
 
 
+def test_a_device_argument_overrides_the_variable_and_is_checked_alike(monkeypatch):
+    monkeypatch.setenv(runtime.DEVICE_ENV, "cdua")           # not read when a device is given
+    assert runtime.device("CPU") == runtime.device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.delenv(runtime.DEVICE_ENV)
+    assert runtime.device("") == runtime.device(None) == runtime.device()
+    with pytest.raises(ValueError, match=r"device='cdua' is not a device; use one of cpu, cuda"
+                       r".*\(or pass device=None"):
+        runtime.device("cdua")
+    with pytest.raises(ValueError, match="device='meta' is not supported by diffnb"):
+        runtime.device(torch.device("meta"))
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=rf"device='cuda:{n}' but "):
+        runtime.device(f"cuda:{n}")
+
+
 def test_quick_profile_writes_under_quick(monkeypatch):
     monkeypatch.setenv(runtime.PROFILE_ENV, "quick")
     assert runtime.output_dir("figures").name == "quick"
@@ -133,3 +149,20 @@ def test_bf16_autocast_only_where_it_is_faster(monkeypatch, tmp_path):
     info.write_text("flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n")
     assert "amx_bf16" in runtime.cpu_flags(str(info))
     assert runtime.cpu_flags(str(tmp_path / "absent")) == set()
+
+
+def test_a_saved_table_has_its_three_files_and_a_path_relative_to_the_repository(tmp_path,
+                                                                                   monkeypatch):
+    import pandas as pd
+
+    from diffnb import results
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    with runtime.using_profile(runtime.PROFILES["tiny"]):
+        csv = results.save_table(pd.DataFrame({"n": [4, 8], "FID": [243.21, 190.0]}), "s08_test",
+                                 meta={"seed": 3})
+        assert results.relative(csv) == "results/tiny/s08_test.csv"
+    assert csv.read_text().splitlines() == ["n,FID", "4,243.21", "8,190.0"]
+    assert "| 243.21 |" in csv.with_suffix(".md").read_text()
+    meta = json.loads(csv.with_suffix(".json").read_text())
+    assert meta["seed"] == 3 and meta["rows"] == 2 and meta["profile"] == "tiny"
+    assert results.relative(tmp_path.parent / "elsewhere.csv") == "elsewhere.csv"

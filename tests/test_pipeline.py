@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffnb import pipeline, runtime, transport
+from diffnb import pipeline, runtime, stages, transport
 from diffnb.fid import generated
 
 STAGES = ["train:class_2+class_4", "train:base_1", "fid:class_4", "study:class0_bug"]
@@ -103,11 +103,11 @@ def test_deadline_too_short_for_one_epoch_says_so_and_loses_nothing(tmp_path, mo
 
 def test_plan_lists_every_stage_once_with_flops():
     full = runtime.PROFILES["full"]
-    names = [s.name for s in pipeline.plan(full)]
+    names = [s.name for s in stages.plan(full)]
     assert len(names) == len(set(names)) and names[-1] == "notebooks"
     # the report's eight presets are trained and scored; class_3/4 continue class_1/2's runs
     assert all(f"fid:{n}" in names for n in ("base_1", "class_3", "class_4"))
-    f = pipeline.stage_flops(pipeline.Stage("train:base_1", "train", ("base_1",)), full)
+    f = stages.stage_flops(stages.Stage("train:base_1", "train", ("base_1",)), full)
     from diffnb import config, flops, models, training
     p = config.scaled(config.get_preset("base_1"), full)
     images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
@@ -142,7 +142,7 @@ def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkey
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DIFFNB_DATA_DIR", str(tmp_path / "no_data"))
     full = runtime.PROFILES["full"]
-    assert "train:celeba_unet" not in [s.name for s in pipeline.plan(full)]
+    assert "train:celeba_unet" not in [s.name for s in stages.plan(full)]
     r = pipeline.run(runtime.PROFILES["tiny"], only=["train:celeba*"], device="cpu")
     said = capsys.readouterr().out
     assert "train:celeba_unet is not planned: this machine lacks CelebA" in said
@@ -150,9 +150,9 @@ def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkey
 
     (tmp_path / "data" / "celeba" / celeba.IMAGES).mkdir(parents=True)
     monkeypatch.setenv("DIFFNB_DATA_DIR", str(tmp_path / "data"))
-    names = [s.name for s in pipeline.plan(full)]
+    names = [s.name for s in stages.plan(full)]
     assert names[-2:] == ["train:celeba_unet", "notebooks"]
-    f = pipeline.stage_flops(pipeline.CELEBA_STAGE, full)
+    f = stages.stage_flops(stages.CELEBA_STAGE, full)
     p = config.scaled(config.get_preset("celeba_unet"), full)
     images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
     net = models.build(p.model)
@@ -189,7 +189,7 @@ def test_a_cut_inside_a_training_loses_nothing_across_cold_machines(tmp_path, mo
     point (``last.pt``; after the short run finished, the epoch-2 state the long one continues
     from), here it is unpacked, carried back in chunks, received there, and training goes on:
     the weights equal an uninterrupted run's."""
-    from diffnb import carry, sessions, stages
+    from diffnb import carry, sessions
 
     tiny, group = runtime.PROFILES["tiny"], [small_group()]
     _use(tmp_path / "whole", monkeypatch)
@@ -217,7 +217,7 @@ def test_a_cut_inside_a_training_loses_nothing_across_cold_machines(tmp_path, mo
         todo = [s for s in stages.plan(tiny) if s.name in pending]
         files = {d: s for r in sessions.candidates(tiny, todo, base={}).values()
                  for d, s in r.items()}
-        carry.deal(files, there / ".gpu", budget=transport.MIB, chunk=transport.MIB // 4)
+        carry.deal(files, there / ".gpu", budget=carry.MIB, chunk=carry.MIB // 4)
         assert carry.receive(there)["waiting"] == []
     assert commands == 4                                      # one epoch each: 2 + 2
     resume = [[n for n in names if n.endswith("last.pt")] for names in packed]
@@ -234,10 +234,10 @@ def test_session_left_starts_no_training_that_would_not_finish(tmp_path, monkeyp
 
     _use(tmp_path, monkeypatch)
     tiny, cpu = runtime.PROFILES["tiny"], torch.device("cpu")
-    small = pipeline.Stage(small_group(before=[("class_2", "class_4")]), "train",
+    small = stages.Stage(small_group(before=[("class_2", "class_4")]), "train",
                            ("t_short", "t_long"))
-    big = pipeline.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
-    big_s, small_s = (pipeline.prior_seconds(s, tiny, cpu) for s in (big, small))
+    big = stages.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
+    big_s, small_s = (stages.prior_seconds(s, tiny, device=cpu) for s in (big, small))
     assert small_s * 100 < big_s
     r = pipeline.run(tiny, only=[big.name, small.name], device="cpu", session_left_s=big_s / 2)
     assert r["pending"] == [big.name]
@@ -253,16 +253,16 @@ def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(
     _use(tmp_path, monkeypatch)
     tiny = runtime.PROFILES["tiny"]
     empty = {"stages": {}}
-    fid = pipeline.Stage("fid:class_4", "fid", ("class_4",))
-    assert "the weights of class_4" in pipeline.missing(fid, tiny, empty)
-    notebooks = pipeline.Stage("notebooks", "notebooks")
+    fid = stages.Stage("fid:class_4", "fid", ("class_4",))
+    assert "the weights of class_4" in pipeline.missing(fid, tiny, state=empty)
+    notebooks = stages.Stage("notebooks", "notebooks")
     assert "every other stage (train:class_2+class_4 is not done)" in \
-        pipeline.missing(notebooks, tiny, empty)
-    base_1 = pipeline.Stage("train:base_1", "train", ("base_1",))
-    assert pipeline.missing(base_1, tiny, empty) is None
+        pipeline.missing(notebooks, tiny, state=empty)
+    base_1 = stages.Stage("train:base_1", "train", ("base_1",))
+    assert pipeline.missing(base_1, tiny, state=empty) is None
     (tmp_path / ".gpu").mkdir()
     (tmp_path / ".gpu" / "waiting.json").write_text('[".gpu/data/train-images-idx3-ubyte.gz"]')
-    assert "the data" in pipeline.missing(base_1, tiny, empty)
+    assert "the data" in pipeline.missing(base_1, tiny, state=empty)
 
 
 def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed(
@@ -273,7 +273,7 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
 
     import nbformat
 
-    from diffnb import config, execute, stages
+    from diffnb import config, execute
 
     _use(tmp_path, monkeypatch)
     ran = []
@@ -288,7 +288,7 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
     assert ran == only * 2                                   # the profile changed: both
     p = config.get_preset("condbn_1")
     monkeypatch.setitem(config.PRESETS, "condbn_1", replace(p, train=replace(p.train, lr=p.train.lr * 3)))
-    state = pipeline.load_state(replace(tiny, floor_ns=(2, 3)))   # what sessions/prepare see
+    state = stages.load_state(replace(tiny, floor_ns=(2, 3)))   # what sessions/prepare see
     assert "study:floor_curve" in state["stages"] and "study:zero_init" not in state["stages"]
     pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
     assert ran == only * 2 + ["study:zero_init"]             # only the stage reading condbn_1
@@ -328,7 +328,7 @@ def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch
     said = capsys.readouterr()
     assert "study:zero_init FAILED (RuntimeError: CUDA error" in said.out
     assert "Traceback" in said.err and "FAILED here: study:zero_init" in said.out
-    saved = json.loads(pipeline.state_path(tiny).read_text())
+    saved = json.loads(stages.state_path(tiny).read_text())
     assert saved["failed"]["study:zero_init"]["error"].startswith("RuntimeError: CUDA error")
     assert "study:floor_curve" in saved["stages"]
 
@@ -339,15 +339,13 @@ def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch
     broken.clear()
     r = pipeline.run(tiny, only=only, device="cpu")
     assert r["failed"] == [] and r["pending"] == []
-    assert "failed" not in json.loads(pipeline.state_path(tiny).read_text())
+    assert "failed" not in json.loads(stages.state_path(tiny).read_text())
 
 
 def test_a_profile_field_added_later_at_its_default_keeps_the_finished_stages():
     """stages.stage_key leaves loop sizes at their default out: a knob added to Profile later
     (with a default that keeps what was done) does not send a whole GPU run back to the queue."""
     from dataclasses import asdict, dataclass, replace
-
-    from diffnb import stages
 
     @dataclass(frozen=True)
     class Later(runtime.Profile):
@@ -371,11 +369,11 @@ def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeyp
 
     _use(tmp_path, monkeypatch)
     tiny = runtime.PROFILES["tiny"]
-    stage = [s for s in pipeline.plan(tiny) if s.kind == "bench"]
+    stage = [s for s in stages.plan(tiny) if s.kind == "bench"]
     assert [s.name for s in stage] == ["bench:train_speed"]
-    names = [s.name for s in pipeline.plan(tiny)]
+    names = [s.name for s in stages.plan(tiny)]
     assert names.index("bench:train_speed") < names.index("notebooks")
-    assert not pipeline.needs_fid(stage[0]) and pipeline.reads_models(stage[0], tiny) == ()
+    assert not stages.needs_fid(stage[0]) and stages.reads_models(stage[0], tiny) == ()
     seen = {}
 
     def fake_run(cmd, *, check, env):
@@ -396,7 +394,7 @@ def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeyp
     info = r["state"]["stages"]["bench:train_speed"]["info"]
     assert info["ratio"] == 3.0
     assert (tmp_path / "results" / "tiny" / "benchmarks" / "train_speed.json").exists()
-    f = pipeline.stage_flops(stage[0], tiny)       # diffnb's loop in bf16, the naive one in fp32
+    f = stages.stage_flops(stage[0], tiny)       # diffnb's loop in bf16, the naive one in fp32
     assert f["bf16"] == f["fp32"] > 0 and studies.sampling_work(stage[0], tiny) == []
 
 

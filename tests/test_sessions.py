@@ -52,7 +52,7 @@ def test_a_first_session_trains_from_its_first_call_and_carries_only_the_data(he
 def test_measured_seconds_calibrate_the_plan(here):
     cuda = runtime.torch.device("cuda")
     stage = stages.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
-    prior = stages.prior_seconds(stage, FULL, cuda)
+    prior = stages.prior_seconds(stage, FULL, device=cuda)
     state = {"stages": {stage.name: {"seconds": 10.0, "device": "NVIDIA H200", "kind": "train",
                                      "prior_seconds": prior,
                                      "info": {"train_seconds": 2 * prior}}}}

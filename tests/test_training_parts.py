@@ -26,7 +26,6 @@ from torch import nn
 
 from diffnb import checkpoints, config, data, training
 from diffnb.conditioning import NULL_CLASS
-from diffnb.precond import Denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,16 +37,6 @@ def tiny(arch="class", **train):
     t = replace(base.train, **{"epochs": 1, "epoch_images": 64, "valid_images": 32,
                                "batch_size": 16, **train})
     return replace(base, name=f"tiny_{arch}", model=model, train=t, profile="quick")
-
-
-def randomised(den: Denoiser, std: float = 0.2) -> Denoiser:
-    """Random instead of zero-initialised weights: the output and every gradient depend on the
-    input, the noise level and the label."""
-    torch.manual_seed(0)
-    for m in den.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, std=std)
-    return den
 
 
 def binomial_tolerance(p: float, n: int, z: float = 4.0) -> float:
@@ -201,11 +190,11 @@ def test_unconditional_batches_carry_no_labels():
 def test_epoch_generator_is_fixed_by_seed_and_epoch():
     p, cpu = tiny(), torch.device("cpu")
     draw = lambda gen: torch.randn(4, generator=gen)
-    a, b = draw(training.epoch_generator(p, 3, cpu)), draw(training.epoch_generator(p, 3, cpu))
+    a, b = draw(training.epoch_generator(p, 3, device=cpu)), draw(training.epoch_generator(p, 3, device=cpu))
     assert torch.equal(a, b)
-    assert not torch.equal(a, draw(training.epoch_generator(p, 4, cpu)))
+    assert not torch.equal(a, draw(training.epoch_generator(p, 4, device=cpu)))
     reseeded = replace(p, train=replace(p.train, seed=1))
-    assert not torch.equal(a, draw(training.epoch_generator(reseeded, 3, cpu)))
+    assert not torch.equal(a, draw(training.epoch_generator(reseeded, 3, device=cpu)))
 
 
 # ---- the loss and the training step ----------------------------------------------------------
@@ -235,19 +224,19 @@ def test_loss_is_edm_weighted_denoising_loss(random_class_model):
     assert not torch.allclose(unweighted, expected, rtol=0.1), "the weighting must matter here"
 
 
-def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
+def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr(randomise):
     # 64 images / batch 16 = 4 steps, half of them warm-up: the first step runs at lr / 2. The
     # noise distribution is not the default one, so the step must take it from the preset.
     p = tiny(lr=1e-3, lr_schedule="cosine", warmup_fraction=0.5, P_mean=-0.5, P_std=1.5)
     st = training.make_state(p, torch.device("cpu"))
-    den = randomised(st.denoiser).train()                       # in place: Adam holds these
+    den = randomise(st.denoiser, std=0.2).train()               # in place: Adam holds these
     before = copy.deepcopy(den)
     step = training.TrainStep(st, p, amp=False)
     y = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * den.sigma_data
     labels = torch.arange(16) % 10
     expected = before.loss(y, labels, P_mean=p.train.P_mean, P_std=p.train.P_std,
                            generator=torch.Generator().manual_seed(5))
-    loss = step(y, labels, torch.Generator().manual_seed(5))
+    loss = step(y, labels, generator=torch.Generator().manual_seed(5))
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     # Adam's first step moves every weight with a gradient by lr_t * g / (|g| + eps) = lr_t
     # (|g| >> eps = 1e-8), so the largest move is the scheduled learning rate itself.
@@ -258,7 +247,7 @@ def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr():
     # every call advances the schedule by one optimizer step
     for k in (1, 2, 3):
         assert st.opt.param_groups[0]["lr"] == pytest.approx(p.train.lr * training.lr_factor(p)(k))
-        step(y, labels, torch.Generator().manual_seed(5 + k))
+        step(y, labels, generator=torch.Generator().manual_seed(5 + k))
 
 
 # ---- checkpoints ------------------------------------------------------------------------------

@@ -1,14 +1,13 @@
-"""Carrying files to the GPU machine in chunks, and packing its outputs back (diffnb.transport)."""
+"""Carrying files to the GPU machine in chunks (diffnb.carry), and packing its outputs back
+(diffnb.transport)."""
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from diffnb import runtime, transport
-from diffnb.transport import TransportError
-
-MIB = transport.MIB
+from diffnb import carry, runtime, transport
+from diffnb.carry import MIB, TransportError
 
 
 def _files(tmp_path):
@@ -22,19 +21,19 @@ def _files(tmp_path):
 
 def test_deal_fits_budget_and_receive_reassembles_in_any_order(tmp_path):
     files, big = _files(tmp_path)
-    folders = transport.deal(files, tmp_path / "there" / ".gpu", budget=MIB + 10, chunk=MIB)
+    folders = carry.deal(files, tmp_path / "there" / ".gpu", budget=MIB + 10, chunk=MIB)
     assert len(folders) >= 3
     for f in folders:
         assert sum(p.stat().st_size for p in f.iterdir() if p.name != "manifest.json") <= MIB + 10
     root = tmp_path / "there"
     # first command: only carry1 arrived -> the big file waits, naming the folder it needs
     later = [f.rename(f.with_name("_" + f.name)) for f in folders[1:]]
-    r = transport.receive(root)
+    r = carry.receive(root)
     assert any("big.bin: waits for carry2" in w for w in r["waiting"])
     assert not (root / "data/big.bin").exists()
     for f in later:
         f.rename(f.with_name(f.name[1:]))
-    r = transport.receive(root)
+    r = carry.receive(root)
     assert (root / "data/big.bin").read_bytes() == big
     assert (root / ".cache/x/small.txt").read_text() == "hello"
     assert r["waiting"] == []
@@ -42,11 +41,11 @@ def test_deal_fits_budget_and_receive_reassembles_in_any_order(tmp_path):
 
 def test_receive_refuses_a_corrupt_chunk_by_name(tmp_path):
     files, _ = _files(tmp_path)
-    folders = transport.deal(files, tmp_path / "there" / ".gpu", budget=4 * MIB, chunk=MIB)
+    folders = carry.deal(files, tmp_path / "there" / ".gpu", budget=4 * MIB, chunk=MIB)
     chunk = sorted(folders[0].glob("000-001.bin"))[0]
     chunk.write_bytes(b"x" + chunk.read_bytes()[1:])
     with pytest.raises(TransportError, match="chunk carry1/000-001.bin of data/big.bin is corrupt"):
-        transport.receive(tmp_path / "there")
+        carry.receive(tmp_path / "there")
 
 
 @pytest.fixture
@@ -124,11 +123,11 @@ def test_wheels_are_installed_only_once_all_have_arrived(tmp_path, monkeypatch):
     wheels.mkdir(parents=True)
     (wheels / "a-1.0-py3-none-any.whl").write_bytes(b"zip")
     site = tmp_path / ".gpu" / "site"
-    said = transport.install_wheels(tmp_path, site, [".gpu/wheels/b-1.0-py3-none-any.whl: waits "
-                                                     "for carry2"])
+    said = carry.install_wheels(tmp_path, site, waiting=[".gpu/wheels/b-1.0-py3-none-any.whl: "
+                                                          "waits for carry2"])
     assert "waiting" in said and calls == []
-    transport.install_wheels(tmp_path, site, [])
-    transport.install_wheels(tmp_path, site, [])               # the same set: not again
+    carry.install_wheels(tmp_path, site, waiting=[])
+    carry.install_wheels(tmp_path, site, waiting=[])       # the same set: not again
     assert len(calls) == 1 and "--target" in calls[0] and str(site) in calls[0]
 
 

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch import nn
 
 from diffnb import data, models
 from diffnb.conditioning import NULL_CLASS
@@ -15,27 +14,12 @@ from diffnb.unet import UNet
 SIGMA_DATA = 0.66
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two OpenMP threads on two cores shared with other jobs can run 10x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cfg(nb_channels=8, channel_mult=(1, 2, 2), num_blocks=1, cond_channels=16, **kw) -> ModelConfig:
     return ModelConfig(arch="unet", nb_channels=nb_channels, num_blocks=num_blocks,
                        cond_channels=cond_channels, channel_mult=channel_mult, **kw)
-
-
-def randomise(module: nn.Module, std: float = 0.1) -> nn.Module:
-    """Leave the zero initialisation, so that F depends on its inputs."""
-    torch.manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, std=std)
-    return module
 
 
 def test_build_gives_a_class_conditional_unet():
@@ -49,14 +33,14 @@ def test_build_gives_a_class_conditional_unet():
 @pytest.mark.parametrize("channel_mult", [(1, 2, 2), (1, 2, 4)])
 @pytest.mark.parametrize("attention", [False, True])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_shapes(channel_mult, attention, batch):
+def test_shapes(channel_mult, attention, batch, randomise):
     net = randomise(UNet(cfg(channel_mult=channel_mult, attention=attention, num_blocks=2))).eval()
     labels = torch.tensor([0, 9, NULL_CLASS])[:batch]
     out = net(torch.randn(batch, 1, 32, 32), torch.randn(batch), labels)
     assert out.shape == (batch, 1, 32, 32) and torch.isfinite(out).all()
 
 
-def test_channels_last_bf16_keeps_layout():
+def test_channels_last_bf16_keeps_layout(randomise):
     net = randomise(UNet(cfg(attention=True))).to(memory_format=torch.channels_last).eval()
     layouts = []
     for block in [*net.down, *net.mid, *net.up]:
@@ -83,7 +67,7 @@ def test_without_zero_init_the_output_is_not_zero():
     assert net(torch.randn(1, 1, 32, 32), torch.zeros(1)).abs().sum() > 0
 
 
-def test_class_labels_include_zero_null_and_reject_out_of_range():
+def test_class_labels_include_zero_null_and_reject_out_of_range(randomise):
     den = Denoiser(randomise(UNet(cfg(attention=True))), sigma_data=SIGMA_DATA).eval()
     x, sigma = torch.randn(1, 1, 32, 32), torch.tensor([1.0])
     d0, d_null = den(x, sigma, torch.tensor([0])), den(x, sigma, None)
@@ -97,14 +81,14 @@ def test_class_labels_include_zero_null_and_reject_out_of_range():
         den(x, sigma, torch.tensor([0, 1]))
 
 
-def test_noise_level_changes_the_output():
+def test_noise_level_changes_the_output(randomise):
     net = randomise(UNet(cfg())).eval()
     x = torch.randn(1, 1, 32, 32)
     assert not torch.allclose(net(x, torch.tensor([-1.0])), net(x, torch.tensor([1.0])))
 
 
 @pytest.mark.parametrize("attention", [False, True])
-def test_samples_are_independent_of_the_rest_of_the_batch(attention):
+def test_samples_are_independent_of_the_rest_of_the_batch(attention, randomise):
     """GroupNorm normalises each image on its own: no batch statistics, in eval or training mode."""
     net = randomise(UNet(cfg(attention=attention)))
     x, c_noise = torch.randn(3, 1, 32, 32), torch.tensor([-1.0, 0.0, 1.5])

@@ -30,10 +30,11 @@ def test_an_ema_only_file_samples_with_its_ema_weights():
     st = training.make_state(preset, torch.device("cpu"))
     for p in st.ema.parameters():
         p.data.add_(1.0)                                   # EMA and raw weights now differ
-    blob = weights.kept_blob(checkpoints.state_blob(st, preset, TINY), ("ema",))
+    blob = weights.kept_blob(checkpoints.state_blob(st, preset, profile=TINY), ("ema",))
     assert blob["model"] is None and blob["kept"] == ["ema"] and "optimizer" not in blob
     again = training.make_state(preset, torch.device("cpu"))
-    checkpoints.restore(again, blob, preset, checkpoints.committed_path(preset, TINY, 2))
+    checkpoints.restore(again, blob, preset=preset,
+                        path=checkpoints.committed_path(preset, TINY, epochs=2))
     for module in (again.denoiser, again.ema):
         for k, v in module.state_dict().items():
             torch.testing.assert_close(v, st.ema.state_dict()[k].half().to(v.dtype))
@@ -77,7 +78,7 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     small_group()
     trained = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     (runtime.stamps_dir() / "tiny_t_short.json").write_text('{"stamp": 1}')
-    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, 2).name]
+    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, epochs=2).name]
     assert weights.keep(TINY) == []                          # already kept: left alone
     manifest = weights.read_manifest(TINY)["files"]
     (entry,) = manifest.values()

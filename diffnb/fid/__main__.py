@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     if args.kid:
         print("KID:  {} +- {}".format(*kid_from_features(a, b)))
     if args.against_pytorch_fid:
-        dev = args.device or str(runtime.device())
+        dev = str(runtime.device(args.device))
         print(f"pytorch-fid FID:  {pytorch_fid_cli_score(*args.dirs, device=dev)}")
 
 

@@ -45,10 +45,6 @@ def _pytorch_fid_network(state_dict: dict) -> torch.nn.Module:
         return pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[DIMS]])
 
 
-def _device(device) -> torch.device:
-    return runtime.device() if device is None else torch.device(device)
-
-
 @lru_cache(maxsize=4)
 def _inception(device: torch.device, channels_last: bool) -> torch.nn.Module:
     net = _pytorch_fid_network(read_weights(weights_path())).eval().to(device)
@@ -60,12 +56,12 @@ def inception(device=None, *, channels_last: bool = True) -> torch.nn.Module:
 
     ``channels_last=False`` gives the network exactly as pytorch-fid's CLI runs it.
     """
-    return _inception(_device(device), channels_last)
+    return _inception(runtime.device(device), channels_last)
 
 
 def default_batch_size(device=None) -> int:
     """25 on the CPU (fastest on 2 cores), 500 on CUDA, 50 elsewhere."""
-    return {"cpu": 25, "cuda": 500}.get(_device(device).type, 50)
+    return {"cpu": 25, "cuda": 500}.get(runtime.device(device).type, 50)
 
 
 def to_three_channels(x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +147,7 @@ def features(images: torch.Tensor, *, batch_size: int | None = None, device=None
     8-bit rounding), then go through pytorch-fid's preprocessing. fp32 throughout.
     """
     check_model_space(images)
-    dev = _device(device)
+    dev = runtime.device(device)
     bs = batch_size or default_batch_size(dev)
     batches = (data.to_unit(b.to(dev, torch.float32)) for b in images.split(bs))
     return _unit_features(batches, total=len(images), dev=dev, progress=progress)
@@ -161,7 +157,8 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     """Image files of a folder, sorted, with pytorch-fid's extensions."""
     path = Path(folder)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder of images")
+        raise FileNotFoundError(f"{path} is not a folder of images: give a folder that holds "
+                                f"the images as files ({', '.join(IMAGE_EXTENSIONS)})")
     files = sorted(f for ext in IMAGE_EXTENSIONS for f in path.glob(f"*.{ext}"))
     if len(files) < 2:
         raise ValueError(f"{path} holds {len(files)} images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -195,7 +192,7 @@ def folder_features(folder: str | os.PathLike, *, batch_size: int | None = None,
                     progress: bool = False) -> np.ndarray:
     """Features of every image in a folder (greyscale or RGB, any size), pytorch-fid style."""
     files = image_files(folder)
-    dev = _device(device)
+    dev = runtime.device(device)
     bs = batch_size or default_batch_size(dev)
     return _unit_features(_file_batches(files, bs), total=len(files), dev=dev,
                           progress=progress)

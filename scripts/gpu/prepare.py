@@ -20,7 +20,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from diffnb import carry, data, pipeline, runtime, sessions, stages, weights
+from diffnb import carry, data, runtime, sessions, stages, weights
+from diffnb.results import atomic_write
 
 ROOT = runtime.project_root()
 GPU = ROOT / ".gpu"
@@ -54,7 +55,8 @@ def wheels() -> dict[str, Path]:
         subprocess.run(cmd, check=True)
         found = {canonicalize_name(w.name.split("-")[0]): w for w in folder.glob("*.whl")}
     problems = carry.unmet(want, carry.read_pins(ROOT / "scripts/gpu/image.txt"),
-                           {n: carry.wheel_requires(w) for n, w in found.items() if n in want})
+                           requires={n: carry.wheel_requires(w) for n, w in found.items()
+                                     if n in want})
     if problems:
         sys.exit("prepare: the GPU machine would lack a package; add it to scripts/gpu/wheels.txt:\n  "
                  + "\n  ".join(problems))
@@ -89,7 +91,7 @@ def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
     from diffnb import config, models
 
     with runtime.using_profile(profile):
-        state = pipeline.load_state(profile)
+        state = stages.load_state(profile)
         files = base(profile, stages.plan(profile))
         model_bytes = {}
         for name in stages.trained_presets(profile):
@@ -129,7 +131,7 @@ def main() -> None:
         return print_forecast(profile, device_minutes=args.device_minutes)
     with runtime.using_profile(profile):
         restored = weights.restore(profile)
-        state = pipeline.load_state(profile)
+        state = stages.load_state(profile)
         pending = [s for s in stages.plan(profile) if s.name not in state["stages"]]
         tree = carry.tree_bytes(ROOT)
         plan = sessions.plan_session(profile, state, base=base(profile, pending),
@@ -168,8 +170,7 @@ def main() -> None:
           "call left, lower --session-left to that.")
     print(f"\nCOMMAND of call 1 ({len(runbook[0]['command'])} characters):\n"
           f"{runbook[0]['command']}" if runbook else "\nNothing to run in this session.")
-    GPU.mkdir(exist_ok=True)
-    (GPU / "runbook.json").write_text(json.dumps({"calls": runbook}, indent=1) + "\n")
+    atomic_write(GPU / "runbook.json", json.dumps({"calls": runbook}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
