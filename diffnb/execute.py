@@ -8,6 +8,7 @@ only over notebooks whose saved outputs are not a full run's; otherwise into the
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -51,14 +52,12 @@ def execute(path: Path, *, profile: runtime.Profile, timeout: int = 3600) -> tup
     nb.metadata.pop("widgets", None)   # the last run's widgets: only this run's are saved
     start = time.perf_counter()
     with runtime.using_profile(profile):  # the kernel inherits it
-        # no per-cell timestamps: a notebook's seconds go to results/timings.json instead
+        # no per-cell timestamps: a notebook's seconds go to pipeline.json (stages.notebooks.info)
         client = _client(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                          resources={"metadata": {"path": str(path.parent)}})
         client.execute()
     seconds = time.perf_counter() - start
-    for cell in nb.cells:  # timestamps an earlier nbclient run left
-        cell.get("metadata", {}).pop("execution", None)
-        coalesce_streams(cell)
+    tidy(nb)
     shown_widgets_only(nb, closed=client.closed)
     stable_widget_ids(nb, salt=path.name)
     nb.metadata["diffnb"] = {"profile": profile.name, "device": runtime.device_name()}
@@ -77,6 +76,15 @@ def _view_ids(nb) -> list[str]:
             for out in cell.get("outputs", []) if _WIDGET_VIEW in out.get("data", {})]
 
 
+def tidy(nb) -> None:
+    """Every cell as it is saved: no timestamps (an earlier nbclient run's too), one output per
+    stream, a figure without its text stand-in."""
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+        coalesce_streams(cell)
+        drop_figure_text(cell)
+
+
 def coalesce_streams(cell) -> None:
     """Consecutive stdout (or stderr) outputs of a cell as one, as a terminal shows them: how the
     kernel happened to cut its stream into messages (timing) does not change the saved file."""
@@ -89,6 +97,18 @@ def coalesce_streams(cell) -> None:
             merged.append(out)
     if "outputs" in cell:
         cell["outputs"] = merged
+
+
+FIGURE_TEXT = re.compile(r"<Figure size [\d.]+x[\d.]+ with \d+ Axes>")
+
+
+def drop_figure_text(cell) -> None:
+    """A figure's output is its image: matplotlib's text stand-in beside it (``<Figure size
+    600x320 with 1 Axes>``, an object's repr) is not saved."""
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if "image/png" in data and FIGURE_TEXT.fullmatch(str(data.get("text/plain", ""))):
+            del data["text/plain"]
 
 
 def _client(nb, **kwargs):

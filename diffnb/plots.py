@@ -1,16 +1,16 @@
 """Image grids and the one helper that saves every figure as ``figures/<slide-id>_<name>.png``.
 
-Each PNG gets a JSON sidecar with its provenance (profile, device, seed, sample count), and its
-bytes are reproducible: no timestamp or software version is written into the file.
+Each PNG gets a JSON sidecar with its provenance (profile and device always; the seed, sample
+count and sampler where the figure samples), and its bytes are reproducible: no timestamp or
+software version is written into the file.
 
 What these helpers return shows cleanly as the last expression of a notebook cell: a saved figure
-as its path relative to the repository (:class:`SavedFigure`), a styled table as HTML with a plain
-text table beside it (:class:`StyledTable`), never an object repr or an absolute path.
+as its path relative to the repository and its provenance in one line (:class:`SavedFigure`),
+never an object repr or an absolute path. Tables: :mod:`diffnb.tables`.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import re
@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from diffnb import runtime
 from diffnb.results import atomic_write
@@ -131,14 +132,34 @@ class SavedFigure(type(Path())):
         except ValueError:
             return self.name
 
+    caption = ""   # what made it, from its sidecar (save_figure sets it)
+
     def __repr__(self) -> str:
-        return self.relative()
+        return f"{self.relative()} ({self.caption})" if self.caption else self.relative()
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         if self.suffix != ".gif" or not self.exists():
             return None
         return {"image/gif": base64.b64encode(self.read_bytes()).decode("ascii"),
-                "text/plain": self.relative()}
+                "text/plain": repr(self)}
+
+
+# Sidecar keys shown beside a figure's path, in this order: how many images, from which seed.
+_CAPTION_COUNTS = ("samples", "samples_per_class", "images", "draws", "columns")
+
+
+def caption(meta: dict) -> str:
+    """A figure's provenance in one line, e.g. ``profile quick, cpu, seed 0, 16 samples, euler
+    5 steps``: profile and device always, then the seed, counts and sampler where it has them."""
+    parts = [f"profile {meta['profile']}", str(meta["device"])]
+    if "seed" in meta:
+        parts.append(f"seed {meta['seed']}")
+    for key in _CAPTION_COUNTS:
+        if key in meta:
+            parts.append(f"{meta[key]} {key.replace('_', ' ')}")
+    if "steps" in meta and isinstance(meta["steps"], int):
+        parts.append(f"{meta.get('solver', '')} {meta['steps']} steps".strip())
+    return ", ".join(parts)
 
 
 def _figure_path(slide: str, name: str, ext: str) -> SavedFigure:
@@ -160,16 +181,17 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
     """
     path = _figure_path(slide, name, "png")
     atomic_write(path, png_bytes(fig))
-    _sidecar(path, provenance)
+    path.caption = caption(_sidecar(path, provenance))
     if close:
         plt.close(fig)
     return path
 
 
-def _sidecar(path: Path, provenance: dict | None) -> None:
+def _sidecar(path: Path, provenance: dict | None) -> dict:
     meta = {"figure": path.name, "profile": runtime.profile().name,
             "device": runtime.device_name(), **(provenance or {})}
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
 
 
 def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
@@ -188,7 +210,7 @@ def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
                    duration=frame_ms, loop=0)
     atomic_write(path, buf.getvalue())
-    _sidecar(path, provenance)
+    path.caption = caption(_sidecar(path, provenance))
     return path
 
 
@@ -199,10 +221,20 @@ def loss_curves_figure(histories: dict[str, dict], *, title: str = "Training and
         epochs = range(1, len(h["train_loss"]) + 1)
         ax.plot(epochs, h["train_loss"], color=f"C{k}", label=f"{label} train")
         ax.plot(epochs, h["valid_loss"], color=f"C{k}", ls="--", label=f"{label} valid")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
     ax.set_xlabel("epoch"); ax.set_ylabel("loss (MSE of F)"); ax.set_title(title)
     ax.grid(alpha=0.3); ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def log_ticks(ax, values, *, axis: str = "x") -> None:
+    """A log axis labelled at ``values`` in plain numbers (5, 10, 35), not as powers of ten."""
+    values = sorted(set(values))
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(values, [f"{v:g}" for v in values])
+    which.set_minor_formatter(NullFormatter())
 
 
 def trajectory_figure(sigmas: list[float], rows: dict[str, list[torch.Tensor]], *,
@@ -220,60 +252,5 @@ def trajectory_figure(sigmas: list[float], rows: dict[str, list[torch.Tensor]], 
                 ax.set_title(f"step {step + 1}\nsigma={sigmas[step]:.3g}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _extremes(row) -> tuple[int, int]:
-    values = np.asarray(row, dtype=float)
-    return int(np.nanargmax(values)), int(np.nanargmin(values))
-
-
-class StyledTable:
-    """A styled table for a notebook: HTML (the pandas Styler's) where HTML is shown, the table as
-    plain text elsewhere, never a ``<Styler at 0x...>`` repr. ``styler`` and ``data`` stay
-    available; the HTML's element ids derive from the data, so re-running changes nothing."""
-
-    def __init__(self, styler, data, *, fmt: str = "{:.1f}"):
-        self.styler, self.data, self.fmt = styler, data, fmt
-
-    def _repr_html_(self) -> str:
-        return self.styler.to_html()
-
-    def to_html(self) -> str:
-        return self.styler.to_html()
-
-    def __repr__(self) -> str:
-        return self.data.to_string(float_format=self.fmt.format)
-
-
-def styled_extremes(df, *, fmt: str = "{:.1f}") -> StyledTable:
-    """Slide 9's style: per row, the worst (highest FID) red and the best green."""
-    def colour(row):
-        worst, best = _extremes(row)
-        return ["color: red; font-weight: bold" if i == worst else
-                "color: green; font-weight: bold" if i == best else "" for i in range(len(row))]
-    uuid = hashlib.sha1((df.to_csv() + fmt).encode()).hexdigest()[:10]
-    styler = df.style.set_uuid(uuid).apply(colour, axis=1).format(fmt)
-    return StyledTable(styler, df, fmt=fmt)
-
-
-def table_figure(df, *, title: str | None = None, highlight_rows=None, fmt: str = "{:.1f}"):
-    """A table as a figure (for figures/); rows in ``highlight_rows`` get slide 9's colours."""
-    cells = [[fmt.format(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
-             for row in df.itertuples(index=False)]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.95 * len(df.columns), 0.45 + 0.32 * (len(df) + 1)))
-    ax.set_axis_off()
-    table = ax.table(cellText=cells, rowLabels=[str(i) for i in df.index],
-                     colLabels=list(df.columns), loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    for r, (label, row) in enumerate(df.iterrows(), start=1):
-        if highlight_rows is None or label in highlight_rows:
-            worst, best = _extremes(row.values)
-            table[r, worst].get_text().set_color("red")
-            table[r, best].get_text().set_color("green")
-    if title:
-        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -70,11 +70,11 @@ def first_losses(preset: config.Preset, *, steps: int, device=None, amp: bool | 
     st = training.make_state(preset, dev)
     step = training.TrainStep(st, preset, amp=amp)
     train_split = data.train_valid_split()[0].to(dev)
-    gen = training.epoch_generator(preset, 0, dev)
+    gen = training.epoch_generator(preset, 0, device=dev)
     losses = []
     for y, labels in training.batches(train_split, preset, generator=gen,
                                       class_conditional=st.denoiser.class_conditional):
-        losses.append(step(y, labels, gen).item())
+        losses.append(step(y, labels, generator=gen).item())
         if len(losses) == steps:
             break
     return losses
@@ -98,15 +98,16 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
     return {key == "True": values for key, values in stored.items()}
 
 
-def floor_curve(*, profile: runtime.Profile, seed: int = SEED):
-    """Real-vs-real FID of n vs n training images for the profile's ``floor_ns`` (a DataFrame)."""
+def floor_curve(*, ns=None, profile: runtime.Profile, seed: int = SEED):
+    """Real-vs-real FID of n vs n training images for each n of ``ns`` (default: the profile's
+    ``floor_ns``), as a DataFrame; memoised per ``ns`` and seed."""
     import pandas as pd
 
     from diffnb import evaluation
 
-    rows = _memo("s08_floor_vs_n", {"ns": list(profile.floor_ns), "seed": seed},
-                 lambda: evaluation.floor_curve(list(profile.floor_ns), seed=seed)
-                 .to_dict("records"), profile)
+    ns = [int(n) for n in (profile.floor_ns if ns is None else ns)]
+    rows = _memo("s08_floor_vs_n", {"ns": ns, "seed": seed},
+                 lambda: evaluation.floor_curve(ns, seed=seed).to_dict("records"), profile)
     return pd.DataFrame(rows)
 
 

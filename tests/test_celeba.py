@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from diffnb import celeba, conditioning, config, data, datasets, flops, models, runtime, sampling, training
+from diffnb import celeba, conditioning, config, data, datasets, execute, flops, models, runtime, sampling, training
 from diffnb.config import ModelConfig
 from diffnb.data import DataNotFoundError
 from diffnb.precond import Denoiser
@@ -28,14 +27,10 @@ def inner_colour(i: int) -> tuple[int, int, int]:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, one_thread):
     """A private cache, no $DIFFNB_DATA_DIR, one thread."""
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DIFFNB_DATA_DIR", raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -145,14 +140,6 @@ def unet64(**kw) -> ModelConfig:
                        num_attributes=3, **kw)
 
 
-def randomise(module: nn.Module) -> nn.Module:
-    torch.manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, std=0.1)
-    return module
-
-
 def test_unet_64_with_attributes_trains_and_samples():
     torch.manual_seed(0)
     den = Denoiser(models.build(unet64(attention=True)), sigma_data=0.5)
@@ -171,7 +158,7 @@ def test_unet_64_with_attributes_trains_and_samples():
         sampling.sample(den, seeds=[0], labels=[3], steps=2)
 
 
-def test_attributes_change_the_output_and_null_is_not_all_zero():
+def test_attributes_change_the_output_and_null_is_not_all_zero(randomise):
     net = randomise(models.build(unet64())).eval()
     x, c_noise = torch.randn(1, 3, 64, 64), torch.zeros(1)
     out = {k: net(x, c_noise, v) for k, v in {"smiling": torch.tensor([[1, 0, 0]]),
@@ -347,6 +334,7 @@ def test_notebook_07_trains_and_samples_on_a_synthetic_folder(folder, tmp_path, 
     work.mkdir()
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(work)}}).execute()
+    execute.tidy(nb)                                   # as the run queue saves a notebook
     nbformat.write(nb, work / NOTEBOOK.name)
     saved = json.loads((work / NOTEBOOK.name).read_text())
     assert notebook_problems(saved) == [] and unread_results(saved) == []

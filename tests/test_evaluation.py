@@ -103,6 +103,25 @@ def test_study_memo_is_reused_only_with_this_checkouts_stamp(tmp_path, monkeypat
     assert json.loads(path.read_text())["value"] == {"value": 4}
 
 
+def test_the_floor_curve_uses_the_ns_it_is_given(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from diffnb import studies
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    asked = []
+
+    def fake(ns, *, seed):
+        asked.append(list(ns))
+        return pd.DataFrame({"n": ns, "real_vs_real_fid": [100.0 / n for n in ns]})
+    monkeypatch.setattr(evaluation, "floor_curve", fake)
+    profile = runtime.PROFILES["tiny"]
+    assert list(studies.floor_curve(profile=profile)["n"]) == list(profile.floor_ns)
+    assert list(studies.floor_curve(ns=[64, 256], profile=profile)["n"]) == [64, 256]
+    studies.floor_curve(ns=[64, 256], profile=profile)                  # memoised
+    assert asked == [list(profile.floor_ns), [64, 256]]
+
+
 @pytest.fixture
 def scoring(tmp_path, monkeypatch, random_class_model):
     """A tiny random class-conditional 'trained preset'; results and caches in tmp_path."""

@@ -85,6 +85,19 @@ def test_consecutive_stream_outputs_are_saved_as_one():
         ("stdout", "a\nb\n"), ("stderr", "w\n"), (None, None), ("stdout", "c\nd\n")]
 
 
+def test_a_figures_text_stand_in_is_not_saved():
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+                        "image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 565x500 with 1 Axes>"}),
+                    nbformat.v4.new_output("execute_result", execution_count=1, data={
+                        "text/plain": "<Figure size 565x500 with 1 Axes>"}),   # no image: kept
+                    nbformat.v4.new_output("display_data", data={
+                        "image/png": "iVBORw0KGgo=", "text/plain": "a caption"})]
+    execute.drop_figure_text(cell)
+    assert [sorted(o["data"]) for o in cell.outputs] == [
+        ["image/png"], ["text/plain"], ["image/png", "text/plain"]]
+
+
 @pytest.mark.slow
 def test_executing_twice_saves_the_same_file(tmp_path, monkeypatch):
     """A real kernel: a widget, a seeded draw, a figure. The second execution's file equals the

@@ -423,11 +423,12 @@ def test_cli_needs_two_folders(capsys):
 
 
 def test_small_sample_warning_shows_no_absolute_path():
-    """Saved notebooks show the warning as cell:<line>, the same on every run, no kernel path."""
+    """Saved notebooks show the warning under its cell with no location (a kernel's temporary
+    file and line would read like a cell number), the same on every run, no kernel path."""
     import warnings as w
 
     text = w.formatwarning("n=8", fid.SmallSampleWarning, "/tmp/ipykernel_123/456.py", 3)
-    assert text == "cell:3: SmallSampleWarning: n=8\n"
+    assert text == "SmallSampleWarning: n=8\n"
     text = w.formatwarning("n=8", fid.SmallSampleWarning, "/work/x/diffnb/evaluation.py", 7)
     assert text.startswith("evaluation.py:7: SmallSampleWarning")
     other = w.formatwarning("m", UserWarning, "/a/b/c.py", 1)

@@ -3,7 +3,7 @@ progress bars, absolute paths, object reprs or unexpected stderr, and no warning
 every figure and table is followed by a reading, and every notebook ends with an exercise.
 
 Each rule is also run on small synthetic notebooks that break it, so that this file can fail.
-The helpers that make outputs clean at the source (``plots.SavedFigure``, ``plots.StyledTable``,
+The helpers that make outputs clean at the source (``plots.SavedFigure``, ``tables.StyledTable``,
 ``readings.Reading``) are tested here too.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 ABS_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/){2,}[\w.-]+\.(?:py|png|gif|json|csv|pt|ipynb)\b")
 # Default object reprs (``<pkg.Class object at 0x...>``, ``<... at 0x7f...>``) and path reprs.
 OBJECT_REPR = re.compile(r"<[\w.]+ object(?: at 0x[0-9a-fA-F]+)?>|\bat 0x[0-9a-fA-F]{4,}\b")
+FIGURE_REPR = re.compile(r"<Figure size [\d.]+x[\d.]+ with \d+ Axes>")
 PATH_REPR = re.compile(r"\b(?:Posix|Windows|Pure\w*)Path\(")
 FROZEN_BAR = re.compile(r"(?<![\d.])0%\|")
 DONE_BAR = re.compile(r"100%\|")
@@ -104,6 +105,8 @@ def cell_problems(cell: dict) -> list[str]:
                 problems.append(f"path repr in {where}: {text[m.start():m.start() + 60]}")
             for m in OBJECT_REPR.finditer(text):
                 problems.append(f"object repr in {where}: {m.group(0)}")
+            if FIGURE_REPR.search(text):
+                problems.append(f"figure repr in {where} (execute.drop_figure_text drops it)")
             if where == "stderr":
                 problems += _stderr_problems(text)
                 for line in text.split("\n"):
@@ -270,8 +273,7 @@ def plain(text: str, kind: str = "execute_result", **more) -> dict:
     return {"output_type": kind, "data": {"text/plain": text, **more}, "metadata": {}}
 
 
-FIGURE = {"output_type": "display_data", "metadata": {},
-          "data": {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 600x320 with 1 Axes>"}}
+FIGURE = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBORw0KGgo="}}
 WIDGET = {"output_type": "display_data", "metadata": {},
           "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "ab", "version_major": 2},
                    "text/plain": "VBox(children=(FloatLogSlider(value=0.5),))"}}
@@ -304,6 +306,8 @@ def test_a_clean_notebook_has_no_problems():
     (plain("<pandas.io.formats.style.Styler at 0x7f6281bfb6d0>", text_html="<table/>"),
      "object repr"),
     (plain("<IPython.core.display.Image object>", "display_data"), "object repr"),
+    ({**FIGURE, "data": {**FIGURE["data"], "text/plain": "<Figure size 600x320 with 1 Axes>"}},
+     "figure repr"),
     (stream("something went to stderr\n", "stderr"), "unexpected stderr"),
     (stream("/x/y/z.py:1: UserWarning: careful\n  call()\n", "stderr"), "unexpected warning"),
 ])
@@ -381,10 +385,14 @@ def test_saved_figure_shows_a_path_relative_to_the_repository(tmp_path, monkeypa
 
     monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
     fig = plots.grid_figure(torch.zeros(4, 1, 32, 32), nrow=2)
-    path = plots.save_figure(fig, slide="s06", name="repr_test", close=True)
+    path = plots.save_figure(fig, slide="s06", name="repr_test", close=True,
+                             provenance={"seed": 7, "samples": 4, "solver": "heun", "steps": 9})
     assert isinstance(path, Path) and path.exists() and path.is_absolute()
     profile = runtime.profile().name
-    assert repr(path) == "figures/" + ("" if profile == "full" else profile + "/") + "s06_repr_test.png"
+    where = "figures/" + ("" if profile == "full" else profile + "/") + "s06_repr_test.png"
+    # the path, then its provenance from the sidecar: what a reader needs beside the figure
+    assert repr(path) == f"{where} (profile {profile}, {runtime.device_name()}, seed 7, 4 samples, heun 9 steps)"
+    assert plots.caption(json.loads(path.with_suffix(".json").read_text())) in repr(path)
     data, _ = DisplayFormatter().format(path)
     assert data == {"text/plain": repr(path)}
     assert notebook_problems(nb_with(plain(data["text/plain"]))) == []
@@ -400,14 +408,14 @@ def test_styled_table_renders_html_and_a_clean_text_repr():
     pytest.importorskip("jinja2")
     from IPython.core.formatters import DisplayFormatter
 
-    from diffnb import plots
+    from diffnb import tables
 
     df = pd.DataFrame({"T-shirt/top": [133.04, 120.0], "Trouser": [53.28, 60.0]},
                       index=["Model 1", "real vs real"])
-    data, _ = DisplayFormatter().format(plots.styled_extremes(df))
+    data, _ = DisplayFormatter().format(tables.styled_extremes(df))
     assert "color: red" in data["text/html"] and "color: green" in data["text/html"]
     assert "133.0" in data["text/plain"] and "Model 1" in data["text/plain"]
-    again, _ = DisplayFormatter().format(plots.styled_extremes(df.copy()))
+    again, _ = DisplayFormatter().format(tables.styled_extremes(df.copy()))
     assert again == data                       # no random ids: re-running changes nothing
     assert notebook_problems(nb_with({"output_type": "execute_result", "metadata": {},
                                       "data": data})) == []

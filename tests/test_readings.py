@@ -81,6 +81,14 @@ def test_loss_curves_of_one_model(valid, says):
         assert "In the last epoch" not in text
 
 
+def test_loss_curves_explain_a_validation_loss_below_the_training_loss():
+    hs = {"a": history([1.0, 0.5], train=[3.0, 2.0]), "b": history([1.0, 0.9], train=[1.0, 0.95])}
+    text = readings.loss_curves(hs)
+    assert "ends well below the training loss for a:" in text
+    assert "for b" not in text.split("ends well below")[1].split(":")[0]
+    assert "ends well below" not in readings.loss_curves({"b": hs["b"]})
+
+
 @pytest.mark.parametrize("on_lower", [True, False])
 def test_zero_init_reports_both_runs_and_the_right_direction(on_lower):
     low, high = [1.2, 1.0, 0.9, 0.8], [1.9, 9.0, 12.0, 20.0]
@@ -122,6 +130,21 @@ def test_slide8_names_the_lowest_fid_of_each_protocol(seed):
                f"({t.loc[gap.idxmax(), 'preset']})" in text
         rank = int(t["ours, report protocol"].rank(method="min")[5])      # class_2: the report's best
         assert "class_2's (87.83, slide 8)" in text and f"ranks {rank} of 8" in text
+
+
+@pytest.mark.parametrize("n_standard", [60, 2048, 10_000])
+def test_slide8_says_small_sets_do_not_rank_the_models(n_standard):
+    t = slide8_table(0).assign(**{"n standard": n_standard})
+    text = readings.slide8(t)
+    small = n_standard < 2048
+    assert ("they do not rank the models" in text) == small
+    if small:
+        assert f"With n = {n_standard} images per set" in text
+
+
+def test_the_readings_small_sample_threshold_is_fids():
+    from diffnb.fid import distance
+    assert readings.scores.SMALL_SAMPLE == distance.SMALL_SAMPLE
 
 
 def per_class_table(seed: int, *, floor: bool = True) -> pd.DataFrame:
@@ -177,6 +200,7 @@ def test_floor_curve_reads_the_value_at_the_reports_n(n64, monotone):
     assert ("falls at every step" in text) == monotone
     if n64:
         assert "At the report's n = 64 it is 102.8" in text
+        assert "all classes mixed" in text and "per-class FID" in text   # not a per-class bound
     else:
         assert "n = 64 (the report's) was not measured" in text
 
@@ -231,6 +255,13 @@ def test_ablation_names_the_lowest_row_and_says_whether_it_is_the_last():
     assert "n = 60" in text and "94.4" in text
 
 
+def test_ablation_calls_a_change_that_rounds_to_zero_unchanged():
+    text = readings.ablation(ablation_table([363.2, 402.0, 402.04, 354.4]))
+    assert "unchanged with change 2." in text
+    assert "change 2 (+" not in text and "change 2 (-" not in text
+    assert "up with change 1 (+38.8);" in text
+
+
 def nfe_table(points):
     return pd.DataFrame(points, columns=["solver", "steps", "NFE", "FID"])
 
@@ -282,6 +313,24 @@ def test_versus_report_counts_the_classes_below_the_reports():
     assert "ours and the floor at n = 8" in text
 
 
+# ---- notebook 04 -------------------------------------------------------------------------------
+
+def test_class_rows_compares_label_and_seed_and_finds_the_closest_classes():
+    import torch
+
+    names = ["A", "B", "C"]
+    # 3 classes x 2 seeds, constant images: class offset + seed offset
+    offsets, seeds = [0.0, 0.5, 0.05], [0.0, 0.2]
+    samples = torch.stack([torch.full((1, 2, 2), o + s) for o in offsets for s in seeds])
+    text = readings.class_rows(samples, names)
+    assert f"moves a sample by {(0.5 + 0.05 + 0.45) / 3:.3f} on average" in text
+    assert "within a row, by 0.200" in text
+    assert "Closest rows: A and C (0.050); furthest: A and B (0.500)." in text
+    same = torch.stack([torch.full((1, 2, 2), s) for _ in offsets for s in seeds])
+    text = readings.class_rows(same, names)
+    assert "moves a sample by 0.000" in text and "does not use its label yet" in text
+
+
 # ---- notebook 07: CelebA -----------------------------------------------------------------------
 
 def _faces_grid(row_keys, seeds, effect):
@@ -325,6 +374,10 @@ def test_guidance_sweep_reads_movement_and_clipping():
     same = readings.guidance_sweep([base] * 3, [1, 2, 3])
     assert "the model does not use its condition (class or attributes) yet" in same
     assert "No pixel leaves" in same
+    clipped = readings.guidance_sweep([base * 2] * 3, [1, 2, 3])
+    assert "The share is the same at every w" in clipped and "does not rise" not in clipped
+    bumpy = readings.guidance_sweep([base * 2, base * 3, base * 2.5], [1, 2, 3])
+    assert "does not rise with every step of w here" in bumpy
 
 
 def test_null_condition_finds_the_nearest_row_and_the_most_common_combination():

@@ -36,13 +36,14 @@ _formatwarning = warnings.formatwarning
 
 
 def _format_small_sample(message, category, filename, lineno, line=None):
-    """SmallSampleWarning as ``<where>:<line>: SmallSampleWarning: ...`` with no absolute path:
-    a notebook cell (a temporary file of the kernel) is ``cell``, a module its file name, so a
-    saved notebook shows no machine's paths and the same text on every run."""
+    """SmallSampleWarning with no absolute path: ``SmallSampleWarning: ...`` under a notebook
+    cell (a temporary file of the kernel; the cell is where it shows), ``<file>:<line>: ...``
+    from a module, so a saved notebook shows no machine's paths and the same text on every run."""
     if not issubclass(category, SmallSampleWarning):
         return _formatwarning(message, category, filename, lineno, line)
-    where = "cell" if "ipykernel_" in str(filename) else str(filename).rsplit("/", 1)[-1]
-    return f"{where}:{lineno}: {category.__name__}: {message}\n"
+    if "ipykernel_" in str(filename):      # a notebook cell: the warning shows under it
+        return f"{category.__name__}: {message}\n"
+    return f"{str(filename).rsplit('/', 1)[-1]}:{lineno}: {category.__name__}: {message}\n"
 
 
 warnings.formatwarning = _format_small_sample
@@ -61,7 +62,8 @@ def warn_small_sample(n: int, *, what: str, stacklevel: int) -> None:
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature sets must be (N, D) with the same D, got {a.shape}, {b.shape}")
+        raise ValueError(f"feature sets must be (N, D) with the same D, got {a.shape}, {b.shape}: "
+                         "pass fid.features (or fid.folder_features) of each set")
     if min(len(a), len(b)) < 2:
         raise ValueError(f"FID needs at least 2 images per set (a covariance), got {len(a)} and "
                          f"{len(b)}; use a few thousand for a meaningful number")
@@ -74,7 +76,7 @@ def statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
-def uses_low_rank(n_a: int, n_b: int, dims: int) -> bool:
+def uses_low_rank(n_a: int, n_b: int, *, dims: int) -> bool:
     """``auto``'s choice: the exact low-rank path when a set has at most ``dims`` images."""
     return min(n_a, n_b) <= dims
 
@@ -91,7 +93,7 @@ def _frechet_low_rank(a: np.ndarray, b: np.ndarray) -> float:
 
 def _float64_device(device) -> torch.device:
     """CUDA when asked for or present (by default), else the CPU (MPS has no float64)."""
-    dev = runtime.device() if device is None else torch.device(device)
+    dev = runtime.device(device)
     return dev if dev.type == "cuda" else torch.device("cpu")
 
 
@@ -136,7 +138,7 @@ def fid_from_statistics(stats_a, stats_b, *, method: str = "eigh", device=None) 
     d = shapes[0][0][0] if len(shapes[0][0]) == 1 else -1
     if any(shape != ((d,), (d, d)) for shape in shapes):
         raise ValueError(f"statistics must be (mean (D,), covariance (D, D)) pairs of one D, got "
-                         f"shapes {shapes}")
+                         f"shapes {shapes}: pass fid.statistics(features) of each set")
     if method == "eigh":
         return frechet_distance(stats_a, stats_b, device=device)
     if method == "pytorch-fid":
@@ -158,7 +160,7 @@ def fid_from_features(a: np.ndarray, b: np.ndarray, *, method: str = "auto", war
         warn_small_sample(min(len(a), len(b)), what=f"FID from {len(a)} vs {len(b)} images",
                           stacklevel=2)
     if method == "auto":
-        method = "low-rank" if uses_low_rank(len(a), len(b), a.shape[1]) else "eigh"
+        method = "low-rank" if uses_low_rank(len(a), len(b), dims=a.shape[1]) else "eigh"
     if method == "low-rank":
         return _frechet_low_rank(a, b)
     return fid_from_statistics(statistics(a), statistics(b), method=method, device=device)

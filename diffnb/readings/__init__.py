@@ -14,7 +14,14 @@ The package imports nothing heavier than pandas, and pandas only where a functio
 """
 from __future__ import annotations
 
-from diffnb.readings.samples import NO_CHANGE, attribute_effects, celeba_data, guidance_sweep, null_condition
+from diffnb.readings.samples import (
+    NO_CHANGE,
+    attribute_effects,
+    celeba_data,
+    class_rows,
+    guidance_sweep,
+    null_condition,
+)
 from diffnb.readings.scores import (
                                      NFE_TOLERANCE,
                                      ablation,
@@ -29,5 +36,5 @@ from diffnb.readings.text import Reading, md
 from diffnb.readings.training import loss_curves, zero_init
 
 __all__ = ["NFE_TOLERANCE", "NO_CHANGE", "Reading", "ablation", "attribute_effects",
-           "celeba_data", "excess_ranking", "floor_curve", "guidance_sweep", "loss_curves", "md",
+           "celeba_data", "class_rows", "excess_ranking", "floor_curve", "guidance_sweep", "loss_curves", "md",
            "nfe", "null_condition", "per_class", "slide8", "versus_report", "zero_init"]

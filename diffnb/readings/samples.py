@@ -1,5 +1,6 @@
-"""Readings after sample figures: a guidance sweep (notebooks 06 and 07), and notebook 07's faces:
-the data's attributes, what each attribute changes, the null condition."""
+"""Readings after sample figures: one row per class (notebook 04), a guidance sweep (notebooks 06
+and 07), and notebook 07's faces: the data's attributes, what each attribute changes, the null
+condition."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -80,6 +81,29 @@ def attribute_effects(samples, rows, names: Sequence[str]) -> Reading:
     return _sentences(first, second, third, unused)
 
 
+def class_rows(samples, class_names: Sequence[str]) -> Reading:
+    """After a grid of one row per class (slide 7): ``samples`` holds ``len(class_names)`` rows of
+    n samples each, row after row, the same seeds in every row. How much changing only the label
+    moves a sample, against changing only the seed, and which two classes' rows are closest."""
+    k = len(class_names)
+    rows = samples.reshape(k, len(samples) // k, -1).float()
+    pairs = {(i, j): _mean_abs(rows[i], rows[j]) for i in range(k) for j in range(i + 1, k)}
+    label = sum(pairs.values()) / len(pairs)
+    first = (f"Changing only the label moves a sample by {label:.3f} on average (mean absolute "
+             "pixel difference between two rows, column by column)")
+    n = rows.shape[1]
+    if n > 1:
+        seeds = [_mean_abs(rows[:, a], rows[:, b]) for a in range(n) for b in range(a + 1, n)]
+        first += f"; changing only the seed, within a row, by {sum(seeds) / len(seeds):.3f}"
+    if max(pairs.values()) < NO_CHANGE:
+        return _sentences(first + ".", f"Below {NO_CHANGE}: the rows are the same picture; the "
+                          "model does not use its label yet.")
+    (a, b), (c, d) = min(pairs, key=pairs.get), max(pairs, key=pairs.get)
+    second = (f"Closest rows: {class_names[a]} and {class_names[b]} ({pairs[a, b]:.3f}); "
+              f"furthest: {class_names[c]} and {class_names[d]} ({pairs[c, d]:.3f}).")
+    return _sentences(first + ".", second)
+
+
 def guidance_sweep(columns: Sequence, scales: Sequence[float]) -> Reading:
     """After a guidance sweep: ``columns[k]`` holds the (unclipped) samples at ``scales[k]``,
     the same seeds and conditions in every column. How far each scale moves the samples from the
@@ -99,9 +123,13 @@ def guidance_sweep(columns: Sequence, scales: Sequence[float]) -> Reading:
     second = ("Pixels outside [-1, 1], clipped in the figure: "
               + _join([f"{100 * o:.1f}% at w = {w:g}" for w, o in zip(scales, outside)]) + ".")
     rises = all(b > a for a, b in zip(outside, outside[1:]))
-    third = ("The share rises with every step of w: guidance pushes pixel values past the data's range, "
-             "the price of following the condition more closely." if rises else
-             "The share does not rise with every step of w here.")
+    if rises:
+        third = ("The share rises with every step of w: guidance pushes pixel values past the "
+                 "data's range, the price of following the condition more closely.")
+    elif len({f"{100 * o:.1f}" for o in outside}) == 1:
+        third = "The share is the same at every w: guidance does not change it here."
+    else:
+        third = "The share does not rise with every step of w here."
     return _sentences(first, second, third)
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from diffnb.readings.text import Reading, _f, _join, _sentences
 
+# FID's small-sample threshold (diffnb.fid.distance.SMALL_SAMPLE), repeated so that readings stay
+# importable without torch; tests/test_readings.py checks that the two agree.
+SMALL_SAMPLE = 2048
+
 # Points of two solvers count as "the same number of network evaluations" when their NFEs differ
 # by at most this fraction (Heun's NFE is odd, 2 * steps - 1; Euler's is its step count).
 NFE_TOLERANCE = 0.15
@@ -36,7 +40,12 @@ def slide8(table) -> Reading:
         rank = int(t[rep].rank(method="min")[t.index[t["preset"] == b["preset"]][0]])
         third = (f"The report's lowest Average FID was {b['preset']}'s ({b['report FID (slide 8)']:.2f}, "
                  f"slide 8); here it ranks {rank} of {len(t)} under the report protocol.")
-    return _sentences(first, second, third)
+    fourth = ""
+    if int(t["n standard"].min()) < SMALL_SAMPLE:
+        fourth = (f"With n = {int(t['n standard'].min())} images per set (below {SMALL_SAMPLE:,}), "
+                  "sample-size bias dominates these numbers: they do not rank the models, and the "
+                  "sample grids of notebooks 02-04 are the better guide.")
+    return _sentences(first, second, third, fourth)
 
 
 def _extreme_counts(table, *, worst: bool) -> list[tuple[str, int, float, float]]:
@@ -89,8 +98,10 @@ def floor_curve(curve, *, n_report: int = 64) -> Reading:
              "of n measured here.")
     if n_report in ns:
         v = values[ns.index(n_report)]
-        second = (f"At the report's n = {n_report} it is {_f(v)}: any FID measured with "
-                  f"{n_report} vs {n_report} images contains this much sample-size bias.")
+        second = (f"At the report's n = {n_report} it is {_f(v)}: a FID of {n_report} generated "
+                  f"against {n_report} real images, all classes mixed, contains this much "
+                  "sample-size bias. A per-class FID compares images of one class, whose own "
+                  "floor differs (the per-class table's floor row).")
     else:
         second = f"n = {n_report} (the report's) was not measured in this profile."
     return _sentences(first, second)
@@ -132,8 +143,8 @@ def excess_ranking(per_class_table, *, n: int, top: int = 3, report=None) -> Rea
                           f"{len(report)} models; ")
                 if fr > top:
                     third += (f"its floor here is not among the {top} highest, so the class's own "
-                              "variety does not explain that, and the `if target:` sampling bug "
-                              "(notebook 04) is the likely cause.")
+                              "variety is an unlikely explanation; the report's `if target:` "
+                              "sampling bug is a candidate, measured in the last section.")
                 else:
                     third += (f"its floor here is among the {top} highest, so part of that is the "
                               "class's own variety.")
@@ -152,11 +163,12 @@ def ablation(table) -> Reading:
     else:
         first += (f" The last row ({t.loc[last, 'change']}) scores {_f(t.loc[last, 'FID'])}: "
                   "here the changes together are not the best row.")
-    delta = t["FID"].diff()
+    delta = t["FID"].diff().round(1)    # as shown: a change of 0.0 is no change
     down = [f"{t.loc[i, 'change']} ({_f(delta[i])})" for i in range(1, len(t)) if delta[i] < 0]
     up = [f"{t.loc[i, 'change']} (+{_f(delta[i])})" for i in range(1, len(t)) if delta[i] > 0]
+    same = [str(t.loc[i, "change"]) for i in range(1, len(t)) if delta[i] == 0]
     second = (f"Against the row above, FID went down with {_join(down)}, and up with "
-              f"{_join(up)}.")
+              f"{_join(up)}" + (f"; unchanged with {_join(same)}." if same else "."))
     floors = sorted(set(float(f) for f in t["floor"]))
     ns = sorted(set(int(n) for n in t["n"]))
     floor_text = _f(floors[0]) if len(floors) == 1 else f"{_f(floors[0])} to {_f(floors[-1])}"

@@ -5,6 +5,9 @@ from collections.abc import Mapping, Sequence
 
 from diffnb.readings.text import Reading, _join, _sentences
 
+# "Well below": a final validation loss under this fraction of the final training loss.
+VALID_BELOW = 0.8
+
 
 def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Reading:
     """After a loss-curve figure: final validation losses, lowest first, and their last trend.
@@ -34,7 +37,14 @@ def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Readi
     elif rose:
         who = "any model" if len(histories) > 1 else _join(list(histories))
         trend = f"In the last epoch the validation loss did not fall for {who}."
-    return _sentences(first, trend,
+    below = [k for k, h in histories.items()
+             if float(h["valid_loss"][-1]) < VALID_BELOW * float(h["train_loss"][-1])]
+    why = ""
+    if below:
+        why = (f"The validation loss ends well below the training loss for {_join(below)}: the "
+               "training loss is the mean over the epoch's steps while the weights still change, "
+               "its early, worse steps included; validation is measured once, after the epoch.")
+    return _sentences(first, trend, why,
                       "A dashed line far above its solid one means the model fits its training "
                       "images better than new ones; a line still falling at the right edge means "
                       "more epochs would help.")
