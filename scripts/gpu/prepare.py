@@ -20,8 +20,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from diffnb import carry, data, runtime, sessions, stages, weights
-from diffnb.results import atomic_write
+# This checkout's diffnb, not the one .venv was installed from (a scratch clone for a rehearsal
+# shares the main checkout's .venv, whose editable install points there).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from diffnb import carry, data, runtime, sessions, stages, weights  # noqa: E402
+from diffnb.results import atomic_write  # noqa: E402
 
 ROOT = runtime.project_root()
 GPU = ROOT / ".gpu"
