@@ -68,15 +68,9 @@ def first_losses(preset: config.Preset, *, steps: int, device=None, amp: bool | 
     dev = torch.device(device) if device is not None else runtime.device()
     amp = runtime.default_amp(dev) if amp is None else amp
     st = training.make_state(preset, dev)
-    step = training.TrainStep(st, preset, amp=amp)
-    train_split = data.train_valid_split()[0].to(dev)
-    gen = training.epoch_generator(preset, 0, device=dev)
     losses = []
-    for y, labels in training.batches(train_split, preset, generator=gen,
-                                      class_conditional=st.denoiser.class_conditional):
-        losses.append(step(y, labels, generator=gen).item())
-        if len(losses) == steps:
-            break
+    training.train_epoch(st, preset, data.train_valid_split()[0].to(dev), max_steps=steps,
+                         step_fn=training.TrainStep(st, preset, amp=amp), on_step=losses.append)
     return losses
 
 

@@ -6,9 +6,8 @@ Every epoch draws its batches, noise levels and noise from a generator seeded by
 (seed, epoch), so a run resumed after an interruption is identical to one that never stopped.
 Under torchrun (diffnb.distributed, ``python -m diffnb.train``) every process draws the same
 global batches and trains on its shard; rank 0 writes the checkpoints, which do not depend on the
-number of processes.
-No step waits for the GPU: the loss is read back every ``CHECK_EVERY`` steps (NaN check,
-deadline projection, progress) and the labels come from the validated data set.
+number of processes. No step waits for the GPU: the loss is read back every ``CHECK_EVERY``
+steps (NaN check, deadline projection, progress); the labels come from the validated data set.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ CHECK_EVERY = 100  # steps between read-backs of the loss (one host sync each)
 
 
 class NonFiniteLossError(FloatingPointError):
-    pass
+    """The training loss became NaN or infinite; the last finished epoch's checkpoint is kept."""
 
 
 @dataclass
@@ -140,8 +139,11 @@ class DeadlineReached(Exception):
     """An epoch was projected to end after the deadline; it is dropped, nothing is saved."""
 
 
-def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
-                 bar=None, deadline: float | None = None) -> float:
+def train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
+                bar=None, deadline: float | None = None, max_steps: int | None = None,
+                on_step=None) -> float:
+    """One epoch (the only training loop): ``step_fn`` per batch, the mean loss returned;
+    ``max_steps`` stops early, ``on_step`` gets each loss as a float (how a run starts)."""
     dev = train.images.device
     gen = epoch_generator(preset, st.epoch, device=dev)
     st.denoiser.train()
@@ -149,8 +151,13 @@ def _train_epoch(st: TrainState, preset: Preset, train: data.Images, *, step_fn,
     steps = steps_per_epoch(preset)
     for y, labels in batches(train, preset, generator=gen,
                              class_conditional=st.denoiser.class_conditional):
-        running += step_fn(y, labels, generator=gen)
+        loss = step_fn(y, labels, generator=gen)
+        running += loss
         seen += 1
+        if on_step is not None:
+            on_step(loss.item())
+        if seen == max_steps:
+            return running.item() / seen
         if seen % CHECK_EVERY == 0 or seen == steps:
             mean = distributed.mean(running).item() / seen   # all processes' images
             if not math.isfinite(mean):
@@ -205,7 +212,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
                 break  # the previous epoch's time says this one would end too late
             e0 = time.perf_counter()
             try:
-                train_loss = _train_epoch(st, preset, train_split, step_fn=step, bar=bar,
+                train_loss = train_epoch(st, preset, train_split, step_fn=step, bar=bar,
                                           deadline=deadline)
             except DeadlineReached:
                 break

@@ -159,15 +159,15 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_checkpoints, monkey
         path.unlink()
     training.train(p, device="cpu", progress=False, stop_after=1)       # epoch 1 done
     calls = {"n": 0}
-    real = training._train_epoch
+    real = training.train_epoch
 
     def crash_mid_epoch(*args, **kwargs):                              # epoch 2 dies
         calls["n"] += 1
         raise KeyboardInterrupt
-    monkeypatch.setattr(training, "_train_epoch", crash_mid_epoch)
+    monkeypatch.setattr(training, "train_epoch", crash_mid_epoch)
     with pytest.raises(KeyboardInterrupt):
         training.train(p, device="cpu", progress=False)
-    monkeypatch.setattr(training, "_train_epoch", real)
+    monkeypatch.setattr(training, "train_epoch", real)
     resumed = training.train(p, device="cpu", progress=False)
     assert resumed.resumed_from == 1 and calls["n"] == 1
     for k, v in full.items():
