@@ -61,11 +61,9 @@ def _memo(name: str, key: dict, compute, profile: runtime.Profile):
 
 def first_losses(preset: config.Preset, *, steps: int, device=None, amp: bool | None = None) -> list[float]:
     """Per-step training losses of a fresh model (no checkpoint): how a run starts."""
-    import torch
-
     from diffnb import data, training
 
-    dev = torch.device(device) if device is not None else runtime.device()
+    dev = runtime.device(device)
     amp = runtime.default_amp(dev) if amp is None else amp
     st = training.make_state(preset, dev)
     losses = []
