@@ -67,6 +67,17 @@ class TransformDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
+def naive_precision(dev) -> str:
+    """What the naive loop's fp32 is on ``dev``: on CUDA, PyTorch's default lets cuDNN run fp32
+    convolutions in TF32 (the report's loop, run as is, gets that too)."""
+    if dev.type != "cuda":
+        return "fp32"
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    tf32 = conv.fp32_precision == "tf32" if hasattr(conv, "fp32_precision") \
+        else torch.backends.cudnn.allow_tf32
+    return "fp32 (TF32 convolutions: PyTorch's default on CUDA)" if tf32 else "fp32"
+
+
 def naive_images_per_second(preset, dev, *, steps: int, warmup: int) -> Loop:
     gen = runtime.seed_everything(0)  # weight init and the loader's shuffle; gen: label dropout
     den = Denoiser(models.build(preset.model), sigma_data=data.sigma_data()).to(dev)
@@ -156,13 +167,13 @@ def main() -> None:
               "naive_batch": 32, "diffnb_batch": batch, "compile": args.compile,
               "naive_img_s": round(naive, 1), "diffnb_img_s": round(ours, 1),
               "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),
-              "diffnb_precision": precision,
+              "diffnb_precision": precision, "naive_precision": naive_precision(dev),
               "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
               "mfu": round(tflops / peak, 4) if peak else None,
               "warmup_seconds_incl_compile": round(warm_seconds, 1),
               "loops": {"naive": asdict(naive_loop), "diffnb": asdict(ours_loop)}}
     print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
-    print(f"naive  (DataLoader, fp32, batch 32): {naive:9.1f} img/s")
+    print(f"naive  (DataLoader, {result['naive_precision']}, batch 32): {naive:9.1f} img/s")
     print(f"diffnb (on-device, {precision}, CL, batch {batch}{', compiled' if args.compile else ''}): "
           f"{ours:9.1f} img/s  ({tflops:.3f} TFLOP/s"
           + (f", MFU {tflops / peak:.1%} of {peak:.0f} bf16 peak)" if peak else ", no peak known for this device)"))

@@ -176,6 +176,9 @@ def restore(st, blob: dict, *, preset: Preset, path: Path, rng: bool = True,
     if is_compact(blob):
         return
     st.opt.load_state_dict(blob["optimizer"])
+    cuda = next(st.denoiser.parameters()).device.type == "cuda"
+    for group in st.opt.param_groups:   # fused Adam where it runs now, not where it was saved
+        group["fused"] = cuda
     st.sched.load_state_dict(blob["scheduler"])
     if rng:
         torch.set_rng_state(blob["rng"]["torch"])

@@ -17,8 +17,10 @@ Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skippe
 no stage is started that is not expected to finish before the deadline (the measured time of
 the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
 resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session, whose end loses an
-unfinished training) no training is started that is not expected to finish in it. A stage waits
+exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session) no training is
+started that is not expected to finish in it when a fresh session could finish it: one cut at
+the session's end is kept only through a commit of its resume point (``diffnb.weights keep``).
+A stage waits
 (and the queue goes on with the next) for what this machine lacks: the models it reads, carried
 files still in transit, packages, the FID weights; the notebooks wait for every other stage. A
 stage that raises is recorded under ``failed`` in ``pipeline.json`` with its error, its traceback
@@ -120,6 +122,25 @@ def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> st
     return None
 
 
+def session_start(stage: stages.Stage, profile: runtime.Profile, *, need: float, left: float,
+                  whole: float) -> tuple[bool, str]:
+    """Whether a training starts in what is left of a GPU session, and why in words (empty when
+    it is expected to finish in it). A training cut at the session's end keeps its resume point
+    only through a commit of tens of MB (``python -m diffnb.weights keep``, into git history):
+    one that a fresh session could finish in one go waits for it; one with progress already,
+    or needing more than a whole session (``whole``: its queue seconds), goes as far as this
+    session allows."""
+    keeps = "`python -m diffnb.weights keep` keeps its resume point for the next one"
+    if need <= left:
+        return True, ""
+    if stages.done_fraction(stage, profile) > 0:
+        return True, f"goes on as far as this session allows (~{left:.0f} s left); {keeps}"
+    if need > whole:
+        return True, f"needs more than a whole session (~{whole:.0f} s of queue): started; {keeps}"
+    return False, (f"would not finish in what is left of this session (~{left:.0f} s): not "
+                   "started, nothing is lost; the next session begins with it")
+
+
 def run_stage(stage: stages.Stage, ctx: Context) -> dict:
     from diffnb import evaluation, studies
 
@@ -151,21 +172,24 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
         device=None, seed: int = 0, compile: bool | str = False,
-        session_left_s: float | None = None, max_stages: int | None = None) -> dict:
+        session_left_s: float | None = None, session_queue_s: float | None = None,
+        max_stages: int | None = None) -> dict:
     """Run the pending stages of ``profile`` until done, ``deadline_s`` from now, or
     ``max_stages`` stages finished in this call.
 
     ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
-    command included; a training stage expected to need more is not started (a session's end
-    loses an unfinished training), the stages after it still run."""
+    command included; ``session_queue_s``: the whole session's (default: ``session_left_s``).
+    A training stage expected to need more than is left is not started when a fresh session
+    could finish it (:func:`session_start`); the stages after it still run."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
-                    compile=compile, session_left_s=session_left_s, max_stages=max_stages)
+                    compile=compile, session_left_s=session_left_s,
+                    session_queue_s=session_queue_s, max_stages=max_stages)
 
 
 def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
-         session_left_s, max_stages) -> dict:
+         session_left_s, session_queue_s, max_stages) -> dict:
     import fnmatch
 
     ctx = Context(profile, runtime.device(device), seed=seed, compile=compile)
@@ -192,10 +216,12 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         if stage.kind == "train" and session_end is not None:
             need = stages.expected_seconds(stage, profile, device=ctx.device, state=state,
                                            device_name=name)
-            if need > session_end - time.monotonic():
-                print(f"pipeline: {stage.name} (~{need:.0f} s) would not finish in what is left "
-                      f"of this session (~{session_end - time.monotonic():.0f} s): not started, "
-                      "nothing is lost; the next session begins with it.")
+            start, verdict = session_start(stage, profile, need=need,
+                                           left=session_end - time.monotonic(),
+                                           whole=session_queue_s or session_left_s)
+            if verdict:
+                print(f"pipeline: {stage.name} (~{need:.0f} s) {verdict}.")
+            if not start:
                 continue
         expect = prior * stages.calibration(state, name) if stage.kind != "train" else 0.0
         if ran_here and expect > ctx.left():
@@ -264,6 +290,8 @@ def main(argv=None) -> None:
     p.add_argument("--deadline", type=float, default=None, help="seconds from now")
     p.add_argument("--session-left", type=float, default=None, help="seconds of queue work "
                    "left in this GPU session, this command included (scripts/gpu/README.md)")
+    p.add_argument("--session-queue", type=float, default=None, help="seconds of queue work of "
+                   "the whole GPU session (default: --session-left)")
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--device", default=None)
@@ -281,7 +309,8 @@ def main(argv=None) -> None:
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
         r = run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
-                compile=compile_mode, session_left_s=args.session_left)
+                compile=compile_mode, session_left_s=args.session_left,
+                session_queue_s=args.session_queue)
         if r["failed"]:
             sys.exit(1)
 

@@ -8,8 +8,10 @@ unpacked here) and simulates the queue's own rules (``diffnb.pipeline``) call by
 stages' FLOP estimates calibrated by the seconds measured on the GPU so far:
   * a stage waits until what it needs has arrived (the data, the wheels, the FID weights, the
     weights of a model trained in an earlier session) or has been trained in this one;
-  * a training stage is started only if it is expected to finish within the session (a training
-    cut at the session's end would be lost: resume points are not kept across sessions);
+  * a training stage is started only if it is expected to finish within the session, unless
+    it has progress already or needs more than a whole session: a training cut at the session's
+    end goes on in the next one from its resume point, which ``diffnb.weights keep`` commits
+    into git history (tens of MB, so only where a fresh session could not do without it);
   * a training cut by a call's deadline goes on in the next call; another stage that would
     not fit what is left of a call waits for the next one.
 Carries are ordered by need (data and stamps, resume points, wheels, FID weights, earlier models)
@@ -28,6 +30,7 @@ START_S = 120          # a machine's start, counted in the session's device time
 CALL_LIMIT_S = 600     # one command
 COMMAND_S = 60         # inside a command, besides the queue: receive, pip, imports, pack
 GAP_S = 30             # between calls: transfers, the reply, the next call (the machine idles)
+SESSION_MINUTES = 15.0  # device time of a lent session, as the device tool lends it now
 
 
 @dataclass
@@ -121,11 +124,14 @@ def needs(stage: stages.Stage, profile: runtime.Profile, *, have: set[str]) -> t
 
 
 def simulate(pending, seconds: dict[str, float], *, deadlines: list[int], arrival: dict,
-             need: dict, done: set[str]) -> tuple[list[Call], set[str]]:
-    """The queue's rules, call by call (module docstring); returns the calls and the resources
-    that a stage which ran used."""
-    left = dict(seconds)
-    done, used, calls = set(done), set(), []
+             need: dict, done: set[str], progressed: set[str] = frozenset(),
+             whole: float | None = None) -> tuple:
+    """The queue's rules, call by call (module docstring; ``diffnb.pipeline.session_start``);
+    ``progressed``: trainings with a resume point already; ``whole``: a fresh session's queue
+    seconds (:func:`fresh_queue_s`). Returns the calls, the resources that a stage which ran
+    used, and the seconds left of every stage."""
+    left, whole = dict(seconds), fresh_queue_s() if whole is None else whole
+    done, used, calls, progressed = set(done), set(), [], set(progressed)
     for k, deadline in enumerate(deadlines, 1):
         call = Call(k, deadline, sum(deadlines[k - 1:]))
         room, ran = float(deadline), False
@@ -138,9 +144,10 @@ def simulate(pending, seconds: dict[str, float], *, deadlines: list[int], arriva
                                                               for r in res):
                 continue
             if stage.kind == "train":
-                if left[stage.name] > session:
-                    continue                       # not started: it would not finish
+                if session < left[stage.name] <= whole and stage.name not in progressed:
+                    continue                       # not started: a fresh session finishes it
                 run = min(left[stage.name], room)
+                progressed.add(stage.name)
             else:
                 if ran and left[stage.name] > room:
                     break                          # stop before: it waits for the next call
@@ -155,7 +162,13 @@ def simulate(pending, seconds: dict[str, float], *, deadlines: list[int], arriva
             call.finishes.append(stage.name)
             ran = True
         calls.append(call)
-    return calls, used
+    return calls, used, left
+
+
+def fresh_queue_s(device_minutes: float = SESSION_MINUTES) -> int:
+    """The most queue seconds a fresh session of ``device_minutes`` gives (2 calls in 15 min):
+    a training needing more is started even where a session's end will cut it."""
+    return max(sum(deadlines_for(device_minutes * 60, n)) for n in range(1, 9))
 
 
 def deadlines_for(budget_s: float, calls: int) -> list[int]:
@@ -165,11 +178,17 @@ def deadlines_for(budget_s: float, calls: int) -> list[int]:
     return [int(each)] * calls if each >= 60 else []
 
 
+def _more(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(work finished, work done) ``a`` beats ``b``: more finished, else as much and more done."""
+    return a[0] > b[0] + 1e-6 or (abs(a[0] - b[0]) <= 1e-6 and a[1] > b[1] + 1e-6)
+
+
 def _plan(pending, seconds, found: dict[str, dict[str, int]], need, *, done: set[str],
-          budget: float, room: int) -> tuple[list[Call], dict[str, dict[str, int]]]:
-    """Calls and carries of one session. ``found``: {resource: {destination: bytes}}. Resources
-    are ordered by the first pending stage that uses them (the data first); of every prefix of
-    that order, the one whose calls are expected to finish the most work is carried."""
+          budget: float, room: int, progressed: set[str] = frozenset()) -> tuple:
+    """Calls, carries and the seconds left per stage after one session. ``found``: {resource:
+    {destination: bytes}}. Resources are ordered by the first pending stage that uses them (the
+    data first); of every prefix of that order, the one whose calls are expected to finish the
+    most work (then do the most) is carried."""
     first = {r: min([i for i, st in enumerate(pending) if r in need[st.name][0]] or [len(pending)])
              for r in found}
     order = sorted(found, key=lambda r: (r != "data", first[r]))
@@ -182,12 +201,13 @@ def _plan(pending, seconds, found: dict[str, dict[str, int]], need, *, done: set
         n = max(arrival.values(), default=1)       # one call per carry, and enough to fill
         while n * (CALL_LIMIT_S - COMMAND_S) < budget - START_S - n * (COMMAND_S + GAP_S):
             n += 1
-        calls, _ = simulate(pending, seconds, deadlines=deadlines_for(budget, n), arrival=arrival,
-                            need=need, done=done)
-        work = sum(seconds[name] for c in calls for name in c.finishes)
-        if best is None or work > best[0] + 1e-6:
-            best = (work, calls, chosen, where)
-    _, calls, chosen, where = best
+        calls, _, left = simulate(pending, seconds, deadlines=deadlines_for(budget, n),
+                                  arrival=arrival, need=need, done=done, progressed=progressed)
+        work = (sum(seconds[name] for c in calls for name in c.finishes),
+                sum(seconds.values()) - sum(left.values()))
+        if best is None or _more(work, best[0]):
+            best = (work, calls, chosen, where, left)
+    _, calls, chosen, where, left = best
     carried = {}
     for d in (d for r in chosen.values() for d in r):
         for number, b in where[d]:
@@ -195,7 +215,7 @@ def _plan(pending, seconds, found: dict[str, dict[str, int]], need, *, done: set
     for call in calls:
         call.carry = f".gpu/carry{call.number}" if call.number in carried else None
         call.carry_bytes = carried.get(call.number, 0)
-    return calls, chosen
+    return calls, chosen, left
 
 
 def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[str, Path]],
@@ -209,9 +229,11 @@ def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[
         raise ValueError(f"the tree is {tree_bytes / carry.MIB:.1f} MiB: no room left to carry "
                          "anything (64 MiB per command); see `python -m diffnb.weights check`")
     need = {s.name: needs(s, profile, have=set(found)) for s in pending}
-    calls, chosen = _plan(pending, seconds, {r: {d: Path(p).stat().st_size for d, p in v.items()}
-                                             for r, v in found.items()}, need,
-                          done=set(state["stages"]), budget=device_minutes * 60, room=room)
+    progressed = {s.name for s in pending if stages.done_fraction(s, profile) > 0}
+    calls, chosen, _ = _plan(pending, seconds, {r: {d: Path(p).stat().st_size for d, p in
+                                                    v.items()} for r, v in found.items()},
+                             need, done=set(state["stages"]), budget=device_minutes * 60,
+                             room=room, progressed=progressed)
     files = {d: found[r][d] for r in chosen for d in chosen[r]}
     finished = {name for c in calls for name in c.finishes}
     return SessionPlan(calls, files, seconds, rate,
@@ -220,28 +242,40 @@ def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[
 
 def forecast(profile: runtime.Profile, state: dict, *, base_bytes: dict[str, int],
              model_bytes: dict[str, int], tree_bytes: int, device_minutes: float = 15.0,
-             most: int = 12) -> list[list[Call]]:
+             resume_bytes: dict[str, int] | None = None, most: int = 12) -> list[list[Call]]:
     """The sessions the rest of the run needs, each planned as above, the models trained in one
     carried into the next (``base_bytes``: data, wheels, fid; ``model_bytes``: kept file per
-    preset). Resume points never cross sessions, so each session starts its trainings anew."""
+    preset). A training cut at a session's end goes on in the next one, which carries its
+    resume point (``resume_bytes``: per preset, the full checkpoint its run resumes from)."""
     done, sessions = set(state["stages"]), []
     room = carry.CARRY_LIMIT - tree_bytes - 2 * carry.MIB
     all_stages = stages.plan(profile)
-    seconds, _ = expected(all_stages, profile, state=state)
+    left, _ = expected(all_stages, profile, state=state)
+    progressed = {s.name for s in all_stages if s.name not in done
+                  and stages.done_fraction(s, profile) > 0}
     trained = set()
     while len(sessions) < most:
         pending = [s for s in all_stages if s.name not in done]
         if not pending:
             break
         found = {r: {r: b} for r, b in base_bytes.items()}
+        for s in pending:
+            if s.name in progressed:
+                last = config.scaled(config.get_preset(s.presets[-1]), profile)
+                r = f"resume:{checkpoints.run_dir(last, profile).name}"
+                found[r] = {r: (resume_bytes or {}).get(last.name, 0)}
         found |= {f"model:{n}": {f"model:{n}": model_bytes[n]} for n in sorted(trained)
                   if any(n in stages.reads_models(s, profile) for s in pending)}
         need = {s.name: needs(s, profile, have=set(found)) for s in pending}
-        calls, _ = _plan(pending, {s.name: seconds[s.name] for s in pending}, found, need,
-                         done=done, budget=device_minutes * 60, room=room)
+        calls, _, after = _plan(pending, {s.name: left[s.name] for s in pending}, found, need,
+                                done=done, budget=device_minutes * 60, room=room,
+                                progressed=progressed)
         finished = [n for c in calls for n in c.finishes]
-        if not finished:
+        moved = {n for n, v in after.items() if v < left[n] - 1e-6}
+        if not finished and not moved:
             break
+        left.update(after)
+        progressed |= moved - set(finished)
         done |= set(finished)
         trained |= {p for s in all_stages if s.name in finished and s.kind == "train"
                     for p in s.presets}

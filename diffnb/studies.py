@@ -213,7 +213,10 @@ def train_speed(preset: str, ctx) -> dict:
     cmd = [sys.executable, str(runtime.project_root() / "benchmarks" / "train_speed.py"),
            "--preset", preset, "--steps", str(ctx.profile.bench_steps),
            "--batch", str(ctx.profile.bench_batch), "--json", str(out)]
-    subprocess.run(cmd, check=True, env=dict(os.environ, DIFFNB_DEVICE=str(ctx.device)))
+    path = os.pathsep.join(filter(None, [str(runtime.project_root()),       # diffnb, installed
+                                         os.environ.get("PYTHONPATH")]))   # or not
+    subprocess.run(cmd, check=True, env=dict(os.environ, DIFFNB_DEVICE=str(ctx.device),
+                                             PYTHONPATH=path))
     r = json.loads(out.read_text())
     return {k: r[k] for k in ("device", "naive_img_s", "diffnb_img_s", "ratio", "diffnb_tflops",
                               "mfu")}

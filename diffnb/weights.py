@@ -3,7 +3,7 @@
     python -m diffnb.weights keep full      # after unpacking: checkpoints/full -> weights/full
     python -m diffnb.weights check full     # before committing: sizes, manifest, history
     python -m diffnb.weights commit full    # the weights into git history, out of the tree
-    python -m diffnb.weights restore full   # a fresh checkout: weights and score stamps back
+    python -m diffnb.weights restore full   # a fresh checkout: weights, stamps, resume points
     python -m diffnb.weights sizes full     # bytes per model (kept file, resume point)
 
 ``weights/<profile>/<arch>-<run key>-eNNNN.half.pt`` (``checkpoints.committed_path``) is a
@@ -17,7 +17,8 @@ The files themselves are git-ignored: ``commit`` keeps their bytes in git histor
 ``checkpoints.find_final`` writes one back from history the first time it is asked for
 (``checkpoints.materialize_kept``). The score stamps of the GPU run (``scores/``, a few kB,
 tracked) let a CPU reader's notebooks reuse the GPU's FID numbers for these exact weights
-(``restore``).
+(``restore``). The resume point of a run that a session could not finish is kept the same way,
+until the run finishes (``diffnb.resume``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from diffnb import carry, checkpoints, config, gitstore, runtime, stages
+from diffnb import carry, checkpoints, config, gitstore, resume, runtime, stages
 from diffnb.results import atomic_write, file_digest
 
 MANIFEST = checkpoints.KEPT_MANIFEST  # read back by checkpoints.materialize_kept
@@ -100,6 +101,7 @@ def keep(profile: runtime.Profile) -> list[str]:
             "epochs": preset.train.epochs, "parts": list(blob["kept"]),
             **{k: where.get(k, "unknown") for k in ("device", "torch", "commit")}}
         out.append(dest.name)
+    out += resume.keep(profile, manifest, dest=folder(profile))   # unfinished runs
     scores = folder(profile) / "scores"
     for stamp in sorted(runtime.stamps_dir().glob(f"{profile.name}_*")):
         atomic_write(scores / stamp.name, stamp.read_bytes())
@@ -119,14 +121,16 @@ def restore(profile: runtime.Profile) -> dict:
               if not (runtime.stamps_dir() / s.name).exists()]   # a newer one here stays
     for stamp in stamps:
         atomic_write(runtime.stamps_dir() / stamp.name, stamp.read_bytes())
-    return {"written": placed, "stamps": len(stamps)}
+    runs = resume.restore(profile, read_manifest(profile), dest=folder(profile))
+    return {"written": placed, "stamps": len(stamps), "resume": runs}
 
 
 def commit(profile: runtime.Profile) -> tuple[str, str] | None:
     """Keep the files of the manifest not yet in git history: commit A adds them, commit B takes
     them out of the tree again with the manifest naming A. None when nothing is new."""
     root, manifest = runtime.project_root(), read_manifest(profile)
-    new = {name: e for name, e in manifest["files"].items() if "kept_in" not in e}
+    new = {name: e for part in ("files", "resume") for name, e in manifest.get(part, {}).items()
+           if "kept_in" not in e}
     if not new:
         return None
     rel = folder(profile).relative_to(root).as_posix()
@@ -138,10 +142,13 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
         return _manifest_text(manifest)
 
     total = sum(len(d) for d in files.values()) / (1 << 20)
+    runs = sum(name.endswith(resume.SUFFIX) for name in new)
+    what = f"{len(files) - runs} models of fp16 weights" + (f" and {runs} resume points of "
+                                                             "unfinished runs" if runs else "")
     return gitstore.commit_out_of_tree(root, files, manifest=f"{rel}/{MANIFEST}",
                                        manifest_text=text, messages=(
-        f"{rel}: {len(files)} model{'s' * (len(files) != 1)}, {total:.1f} MiB of fp16 weights "
-        "(kept in history; the next commit takes them out of the tree)",
+        f"{rel}: {what}, {total:.1f} MiB (kept in history; the next commit takes them out of "
+        "the tree)",
         f"{rel}: the weights out of the tree again; MANIFEST.json lists them (git blob ids)"))
 
 
@@ -155,6 +162,7 @@ def check(profile: runtime.Profile) -> list[str]:
             problems.append(f"{name} differs from its manifest entry: delete it and keep again")
         if "kept_in" in e and not gitstore.reachable(root, e["blob"]):
             problems.append(f"{name}: git blob {e['blob']} is not in this clone's history")
+    problems += resume.problems(profile, manifest)
     state = stages.load_state(profile)
     kept = {e["preset"] for e in manifest["files"].values()}
     for stage, info in state["stages"].items():

@@ -226,10 +226,11 @@ def test_a_cut_inside_a_training_loses_nothing_across_cold_machines(tmp_path, mo
     assert _final_weights(here) == expected
 
 
-def test_session_left_starts_no_training_that_would_not_finish(tmp_path, monkeypatch, capsys,
-                                                              small_group):
-    """A training expected to need more than the session has left is not started (the session's
-    end would lose it); the stages after it still run. Estimates only: FLOPs at the CPU rate."""
+def test_session_left_starts_no_training_that_a_fresh_session_would_finish(
+        tmp_path, monkeypatch, capsys, small_group):
+    """A training expected to need more than the session has left, but less than a whole
+    session, is not started (its resume point would have to be committed); the stages after it
+    still run. Estimates only: FLOPs at the CPU rate."""
     from diffnb import checkpoints, config
 
     _use(tmp_path, monkeypatch)
@@ -239,13 +240,35 @@ def test_session_left_starts_no_training_that_would_not_finish(tmp_path, monkeyp
     big = stages.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
     big_s, small_s = (stages.prior_seconds(s, tiny, device=cpu) for s in (big, small))
     assert small_s * 100 < big_s
-    r = pipeline.run(tiny, only=[big.name, small.name], device="cpu", session_left_s=big_s / 2)
+    r = pipeline.run(tiny, only=[big.name, small.name], device="cpu", session_left_s=big_s / 2,
+                     session_queue_s=2 * big_s)
     assert r["pending"] == [big.name]
     assert "would not finish in what is left of this session" in capsys.readouterr().out
     runs = {checkpoints.run_dir(config.scaled(config.get_preset(n), tiny), tiny).name: n
             for n in ("class_2", "t_short")}
     assert [runs[p.parent.name] for p in (tmp_path / "checkpoints").rglob("last.pt")] == \
         ["t_short"]
+
+
+def test_a_training_longer_than_a_session_or_begun_goes_as_far_as_the_session_allows(
+        tmp_path, monkeypatch, small_group):
+    """Started where waiting would not help: it needs more than a whole session, or it has a
+    resume point already (whose next one ``weights keep`` commits)."""
+    from diffnb import config, training
+
+    _use(tmp_path, monkeypatch)
+    tiny = runtime.PROFILES["tiny"]
+    stage = stages.Stage(small_group(), "train", ("t_short", "t_long"))
+    assert pipeline.session_start(stage, tiny, need=10, left=20, whole=60) == (True, "")
+    start, why = pipeline.session_start(stage, tiny, need=30, left=20, whole=60)
+    assert not start and "not started" in why
+    start, why = pipeline.session_start(stage, tiny, need=90, left=20, whole=60)
+    assert start and "needs more than a whole session (~60 s of queue)" in why
+    training.train(config.scaled(config.get_preset("t_short"), tiny), profile=tiny,
+                   device="cpu", progress=False, stop_after=1)       # a resume point: epoch 1
+    assert 0 < stages.done_fraction(stage, tiny) < 1
+    start, why = pipeline.session_start(stage, tiny, need=30, left=20, whole=60)
+    assert start and "goes on as far as this session allows" in why
 
 
 def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(tmp_path,

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import checkpoints, config, data, training
+from diffnb import checkpoints, config, data, runtime, training
 from diffnb.conditioning import NULL_CLASS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,6 +321,19 @@ def test_checkpoint_saved_on_cuda_loads_on_the_cpu(tmp_checkpoints, monkeypatch)
     assert again.train_seconds == 0.0
     for k, v in trained.raw.state_dict().items():
         torch.testing.assert_close(again.raw.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_a_resume_point_made_on_a_gpu_resumes_with_the_cpus_adam(tmp_checkpoints):
+    """Adam's state dict carries ``fused`` (True on CUDA, where ``make_state`` asks for it); a
+    resume point from the GPU must not bring it to a CPU run, nor a CPU one take it from CUDA."""
+    p = tiny("class")
+    st = training.make_state(p, torch.device("cpu"))
+    blob = checkpoints.state_blob(st, p, profile=runtime.profile())
+    for group in blob["optimizer"]["param_groups"]:
+        group["fused"] = True                                 # as saved on the GPU
+    again = training.make_state(p, torch.device("cpu"))
+    checkpoints.restore(again, blob, preset=p, path=Path("gpu.pt"))
+    assert [g["fused"] for g in again.opt.param_groups] == [False]
 
 
 def test_two_writers_of_one_checkpoint_do_not_collide(tmp_checkpoints, monkeypatch):

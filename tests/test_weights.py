@@ -61,7 +61,8 @@ def repo(tmp_path, monkeypatch):
     _git(root, "init", "-q", "-b", "main")
     _git(root, "config", "user.email", "t@example.org")
     _git(root, "config", "user.name", "test")
-    (root / ".gitignore").write_text("/weights/*/*.half.pt\n/checkpoints/\n/.cache/\n")
+    (root / ".gitignore").write_text("/weights/*/*.half.pt\n/weights/*/*.resume.pt\n"
+                                     "/checkpoints/\n/.cache/\n")
     _git(root, "add", ".gitignore")
     _git(root, "commit", "-q", "-m", "start")
     monkeypatch.setattr(runtime, "project_root", lambda: root)
@@ -78,7 +79,9 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     small_group()
     trained = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     (runtime.stamps_dir() / "tiny_t_short.json").write_text('{"stamp": 1}')
-    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, epochs=2).name]
+    run = checkpoints.run_dir(trained.preset, TINY).name    # t_long goes on from its e0002.pt
+    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, epochs=2).name,
+                                  f"{run}-e0002.resume.pt"]
     assert weights.keep(TINY) == []                          # already kept: left alone
     manifest = weights.read_manifest(TINY)["files"]
     (entry,) = manifest.values()
@@ -137,6 +140,43 @@ def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, mo
     monkeypatch.setattr(runtime, "project_root", lambda: copy)
     with pytest.warns(UserWarning, match="not a git checkout"):
         assert checkpoints.find_final(preset, TINY) is None
+
+
+def test_an_unfinished_run_goes_on_in_a_fresh_clone_from_its_kept_resume_point(
+        repo, tmp_path, monkeypatch, small_group):
+    """A session's end with a training cut: `keep` + `commit` put its resume point into git
+    history, `restore` in a fresh clone writes it back and the run goes on from it, bit for bit;
+    once the run is finished its entry goes."""
+    small_group()
+    long = config.scaled(config.get_preset("t_long"), TINY)
+    training.train(long, profile=TINY, device="cpu", progress=False, stop_after=1)
+    run = checkpoints.run_dir(long, TINY)
+    assert any("resume point of" in p for p in weights.check(TINY))  # not kept: flagged
+    assert weights.keep(TINY) == [f"{run.name}-e0001.resume.pt"]
+    assert weights.check(TINY) == []
+    training.train(long, profile=TINY, device="cpu", progress=False, stop_after=1)
+    assert weights.keep(TINY) == [f"{run.name}-e0002.resume.pt"]      # replaces epoch 1's
+    assert list(weights.read_manifest(TINY)["resume"]) == [f"{run.name}-e0002.resume.pt"]
+    a, b = weights.commit(TINY)
+    name = f"weights/tiny/{run.name}-e0002.resume.pt"
+    assert name in _git(repo, "ls-tree", "-r", "--name-only", a)
+    assert name not in _git(repo, "ls-tree", "-r", "--name-only", b)
+    expected = training.train(long, profile=TINY, device="cpu", progress=False)  # uninterrupted
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    monkeypatch.setattr(runtime, "project_root", lambda: clone)
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))
+    restored = weights.restore(TINY)
+    assert restored["resume"] == [run.name]
+    assert weights.restore(TINY)["resume"] == []                      # already there
+    again = training.train(long, profile=TINY, device="cpu", progress=False)
+    assert again.resumed_from == 2 and again.finished
+    for k, v in expected.denoiser.state_dict().items():
+        torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
+    kept = weights.keep(TINY)
+    assert weights.read_manifest(TINY)["resume"] == {} and kept      # finished: models kept
 
 
 def test_blob_ids_are_gits(tmp_path):

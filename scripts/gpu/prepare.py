@@ -35,8 +35,9 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 COMMAND = ("set -e; export PYTHONUNBUFFERED=1 DIFFNB_DATA_DIR=$PWD/.gpu/data "
            "PYTHONPATH=$PWD/.gpu/site:$PWD DIFFNB_COMMIT={commit}; nvidia-smi -L; "
            "python3 -m diffnb.transport receive --wheels .gpu/site; "
-           "python3 -m diffnb.pipeline {profile} --deadline {deadline} --session-left {left}"
-           "{extra} || true; python3 -m diffnb.transport pack $OUT {profile} --since .gpu/received")
+           "python3 -m diffnb.pipeline {profile} --deadline {deadline} --session-left {left} "
+           "--session-queue {whole}{extra} || true; "
+           "python3 -m diffnb.transport pack $OUT {profile} --since .gpu/received")
 
 
 def wheels() -> dict[str, Path]:
@@ -96,14 +97,16 @@ def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
     with runtime.using_profile(profile):
         state = stages.load_state(profile)
         files = base(profile, stages.plan(profile))
-        model_bytes = {}
+        model_bytes, resume_bytes = {}, {}
         for name in stages.trained_presets(profile):
             preset = config.scaled(config.get_preset(name), profile)
             n = sum(p.numel() for p in models.build(preset.model).parameters())
             model_bytes[name] = 2 * n * len(weights.parts(preset, profile))
+            # fp32 weights, Adam's two moments, the EMA if any (weights sizes: the same +-1%)
+            resume_bytes[name] = 4 * n * (3 + bool(preset.train.ema_decay))
         plan = sessions.forecast(profile, state, base_bytes={
             r: sum(f.stat().st_size for f in v.values()) for r, v in files.items()},
-            model_bytes=model_bytes, tree_bytes=carry.tree_bytes(ROOT),
+            model_bytes=model_bytes, resume_bytes=resume_bytes, tree_bytes=carry.tree_bytes(ROOT),
             device_minutes=device_minutes)
     print(f"Forecast ({device_minutes:g} device minutes a session; estimates, "
           f"{sessions.START_S} s to start a machine, {sessions.COMMAND_S + sessions.GAP_S} s "
@@ -156,7 +159,8 @@ def main() -> None:
     runbook = []
     for c in plan.calls:
         command = COMMAND.format(profile=profile.name, deadline=c.deadline_s,
-                                 left=c.session_left_s, extra=extra, commit=commit)
+                                 left=c.session_left_s, whole=sessions.fresh_queue_s(),
+                                 extra=extra, commit=commit)
         carries = [c.carry] if c.carry else []
         runbook.append({"carry": carries, "timeout_s": 600, "command": command})
         print(f"  call {c.number}: carry {c.carry or '-'} ({c.carry_bytes / carry.MIB:.1f} MiB), "
