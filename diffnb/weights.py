@@ -143,8 +143,8 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
 
     total = sum(len(d) for d in files.values()) / (1 << 20)
     runs = sum(name.endswith(resume.SUFFIX) for name in new)
-    what = f"{len(files) - runs} models of fp16 weights" + (f" and {runs} resume points of "
-                                                             "unfinished runs" if runs else "")
+    what = " and ".join(f"{n} {noun}{'s' * (n != 1)}" for n, noun in (
+        (len(files) - runs, "model"), (runs, "resume point")) if n)
     return gitstore.commit_out_of_tree(root, files, manifest=f"{rel}/{MANIFEST}",
                                        manifest_text=text, messages=(
         f"{rel}: {what}, {total:.1f} MiB (kept in history; the next commit takes them out of "

@@ -158,6 +158,7 @@ def test_an_unfinished_run_goes_on_in_a_fresh_clone_from_its_kept_resume_point(
     assert weights.keep(TINY) == [f"{run.name}-e0002.resume.pt"]      # replaces epoch 1's
     assert list(weights.read_manifest(TINY)["resume"]) == [f"{run.name}-e0002.resume.pt"]
     a, b = weights.commit(TINY)
+    assert ": 1 resume point, " in _git(repo, "log", "-1", "--format=%s", a)
     name = f"weights/tiny/{run.name}-e0002.resume.pt"
     assert name in _git(repo, "ls-tree", "-r", "--name-only", a)
     assert name not in _git(repo, "ls-tree", "-r", "--name-only", b)
