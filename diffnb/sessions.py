@@ -219,9 +219,12 @@ def _plan(pending, seconds, found: dict[str, dict[str, int]], need, *, done: set
 
 
 def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[str, Path]],
-                 tree_bytes: int, device_minutes: float = 15.0) -> SessionPlan:
-    """This session's plan from what is done and found here (``base``: data, wheels, fid)."""
-    pending = [s for s in stages.plan(profile) if s.name not in state["stages"]]
+                 tree_bytes: int, device_minutes: float = 15.0,
+                 skip: frozenset[str] = frozenset()) -> SessionPlan:
+    """This session's plan from what is done and found here (``base``: data, wheels, fid);
+    ``skip``: stages left out of the GPU's plan (the notebooks, when they run here)."""
+    pending = [s for s in stages.plan(profile) if s.name not in state["stages"]
+               and s.name not in skip]
     seconds, rate = expected(pending, profile, state=state)
     found = candidates(profile, pending, base=base)
     room = carry.CARRY_LIMIT - tree_bytes - 2 * carry.MIB
@@ -242,12 +245,14 @@ def plan_session(profile: runtime.Profile, state: dict, *, base: dict[str, dict[
 
 def forecast(profile: runtime.Profile, state: dict, *, base_bytes: dict[str, int],
              model_bytes: dict[str, int], tree_bytes: int, device_minutes: float = 15.0,
-             resume_bytes: dict[str, int] | None = None, most: int = 12) -> list[list[Call]]:
+             resume_bytes: dict[str, int] | None = None, most: int = 12,
+             skip: frozenset[str] = frozenset()) -> list[list[Call]]:
     """The sessions the rest of the run needs, each planned as above, the models trained in one
     carried into the next (``base_bytes``: data, wheels, fid; ``model_bytes``: kept file per
     preset). A training cut at a session's end goes on in the next one, which carries its
-    resume point (``resume_bytes``: per preset, the full checkpoint its run resumes from)."""
-    done, sessions = set(state["stages"]), []
+    resume point (``resume_bytes``: per preset, the full checkpoint its run resumes from).
+    ``skip``: stages left out, as if done (the notebooks, when they run here afterwards)."""
+    done, sessions = set(state["stages"]) | set(skip), []
     room = carry.CARRY_LIMIT - tree_bytes - 2 * carry.MIB
     all_stages = stages.plan(profile)
     left, _ = expected(all_stages, profile, state=state)

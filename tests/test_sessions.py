@@ -123,3 +123,17 @@ def test_a_training_longer_than_a_session_spans_two_and_the_second_carries_its_r
     assert carried >= sizes["data"] + 30 * MIB                 # with its resume point
     for k, calls in enumerate(plan):
         _limits_hold(sessions.SessionPlan(calls, {}, {}, "", []), longer=[big] * (k < ends[0]))
+
+
+def test_notebooks_left_to_the_cpu_are_not_planned_and_need_no_more_sessions(here):
+    sizes = {r: sum(p.stat().st_size for p in v.values()) for r, v in here.items()}
+    kwargs = dict(base_bytes=sizes, tree_bytes=TREE,
+                  model_bytes={n: 5 * MIB for n in stages.trained_presets(FULL)})
+    every = sessions.forecast(FULL, {"stages": {}}, **kwargs)
+    here_ = sessions.forecast(FULL, {"stages": {}}, skip=frozenset({"notebooks"}), **kwargs)
+    done = [s for calls in here_ for c in calls for s in c.finishes]
+    assert sorted(done) == sorted(s.name for s in stages.plan(FULL) if s.name != "notebooks")
+    assert len(here_) <= len(every)
+    plan = sessions.plan_session(FULL, {"stages": {s: {} for s in done}}, base=here,
+                                 tree_bytes=TREE, skip=frozenset({"notebooks"}))
+    assert plan.calls == [] or not any(c.works_on for c in plan.calls)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from diffnb import runtime
-from diffnb.fid.reference import FEATURES_TAG
+from diffnb.fid.reference import features_tag
 from diffnb.results import atomic_write
 
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # missing or cut short
@@ -41,12 +41,12 @@ def _text(key: dict) -> str:
 
 def stream_key(sampler: dict, *, label: int | None, seed: int) -> dict:
     """The whole key of one stream: the sampler's key, the features tag, the class and seed."""
-    return {**sampler, "features_tag": FEATURES_TAG, "label": label, "seed": seed}
+    return {**sampler, "features_tag": features_tag(), "label": label, "seed": seed}
 
 
 def stream_path(sampler: dict, *, label: int | None, seed: int) -> Path:
     """Where a stream's features live: one folder per sampler key, one file per stream."""
-    digest = hashlib.sha256(_text({**sampler, "features_tag": FEATURES_TAG}).encode())
+    digest = hashlib.sha256(_text({**sampler, "features_tag": features_tag()}).encode())
     stream = "none" if label is None else f"class{int(label)}"
     return store_dir() / digest.hexdigest()[:16] / f"{stream}_seed{int(seed)}.npz"
 

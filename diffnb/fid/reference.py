@@ -22,9 +22,15 @@ import torch
 from diffnb import data, runtime
 from diffnb.fid import network
 from diffnb.fid.distance import fid_from_features, fid_from_statistics, statistics, uses_low_rank
+from diffnb.fid.weights import weights_kind
 from diffnb.results import atomic_write
 
 FEATURES_TAG = "pool3v1"  # bump when the features of a given image change
+
+
+def features_tag() -> str:
+    """The cache tag of this machine's features: the fp16 copy of the weights gives others."""
+    return FEATURES_TAG if weights_kind() == "fp32" else f"{FEATURES_TAG}-fp16"
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # missing or cut short
 
 
@@ -58,7 +64,7 @@ def subset_index(count: int, *, n: int | None, seed: int, part: int = 0) -> torc
 
 
 def _stem(split: str, label: int | None) -> str:
-    return f"{FEATURES_TAG}_{split}_{'all' if label is None else f'class{label}'}"
+    return f"{features_tag()}_{split}_{'all' if label is None else f'class{label}'}"
 
 
 def _cache_name(split: str, label: int | None, *, n: int | None, seed: int, part: int) -> str:

@@ -87,11 +87,12 @@ def base(profile: runtime.Profile, pending: list[stages.Stage]) -> dict[str, dic
         from diffnb import fid
 
         out["wheels"] = wheels()
-        out["fid"] = {f".cache/fid/{fid.WEIGHTS_FILE}": fid.weights_path()}
+        out["fid"] = {f".cache/fid/{fid.HALF_FILE}": fid.half_path()}   # one carry, not two
     return out
 
 
-def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
+def print_forecast(profile: runtime.Profile, *, device_minutes: float,
+                   skip: frozenset[str] = frozenset()) -> None:
     from diffnb import config, models
 
     with runtime.using_profile(profile):
@@ -104,10 +105,12 @@ def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
             model_bytes[name] = 2 * n * len(weights.parts(preset, profile))
             # fp32 weights, Adam's two moments, the EMA if any (weights sizes: the same +-1%)
             resume_bytes[name] = 4 * n * (3 + bool(preset.train.ema_decay))
-        plan = sessions.forecast(profile, state, base_bytes={
-            r: sum(f.stat().st_size for f in v.values()) for r, v in files.items()},
-            model_bytes=model_bytes, resume_bytes=resume_bytes, tree_bytes=carry.tree_bytes(ROOT),
-            device_minutes=device_minutes)
+        sizes = {r: sum(f.stat().st_size for f in v.values()) for r, v in files.items()}
+        plans = {k: sessions.forecast(profile, state, base_bytes=sizes, model_bytes=model_bytes,
+                                      resume_bytes=resume_bytes, device_minutes=device_minutes,
+                                      tree_bytes=carry.tree_bytes(ROOT), skip=k)
+                 for k in (skip, skip | {"notebooks"})}
+        plan = plans[skip]
     print(f"Forecast ({device_minutes:g} device minutes a session; estimates, "
           f"{sessions.START_S} s to start a machine, {sessions.COMMAND_S + sessions.GAP_S} s "
           "per call besides its queue time):\n")
@@ -118,9 +121,12 @@ def print_forecast(profile: runtime.Profile, *, device_minutes: float) -> None:
             print(f"| {k} | {c.number} | {c.carry_bytes / carry.MIB:.1f} | {c.deadline_s} | "
                   f"{', '.join(c.finishes) or '-'} |")
     done = {s for calls in plan for c in calls for s in c.finishes}
-    left = [s.name for s in stages.plan(profile) if s.name not in set(state["stages"]) | done]
+    left = [s.name for s in stages.plan(profile)
+            if s.name not in set(state["stages"]) | done | skip]
     print(f"\n{len(plan)} sessions; " + (f"not planned: {', '.join(left)}" if left else
-                                         "every stage planned"))
+                                         "every stage planned")
+          + ("" if "notebooks" in skip else f"; {len(plans[skip | {'notebooks'}])} with the "
+             "notebooks executed here on the CPU afterwards (--notebooks-here; runbook, step 5)"))
 
 
 def main() -> None:
@@ -131,17 +137,22 @@ def main() -> None:
     p.add_argument("--compile", default="", help="passed to the pipeline (e.g. reduce-overhead)")
     p.add_argument("--forecast", action="store_true", help="print every session the rest of the "
                    "run needs (estimates) and exit; nothing is dealt")
+    p.add_argument("--notebooks-here", action="store_true", help="leave the notebooks out of the "
+                   "GPU's plan: they run here on the CPU once every other stage is done")
     args = p.parse_args()
     profile = runtime.PROFILES[args.profile]
+    skip = frozenset({"notebooks"} if args.notebooks_here else ())
     if args.forecast:
-        return print_forecast(profile, device_minutes=args.device_minutes)
+        return print_forecast(profile, device_minutes=args.device_minutes, skip=skip)
     with runtime.using_profile(profile):
         restored = weights.restore(profile)
         state = stages.load_state(profile)
-        pending = [s for s in stages.plan(profile) if s.name not in state["stages"]]
+        pending = [s for s in stages.plan(profile) if s.name not in state["stages"]
+                   and s.name not in skip]
         tree = carry.tree_bytes(ROOT)
         plan = sessions.plan_session(profile, state, base=base(profile, pending),
-                                     tree_bytes=tree, device_minutes=args.device_minutes)
+                                     tree_bytes=tree, device_minutes=args.device_minutes,
+                                     skip=skip)
     room = carry.CARRY_LIMIT - tree - 2 * carry.MIB
     carry.deal(plan.files, GPU, budget=room)
     commit = runtime.code_commit()
