@@ -4,7 +4,10 @@ Karras schedule, with per-sample seeds, optional trajectories and classifier-fre
 Sample i starts from sigma_max * N(0, I) drawn from its own generator seeded by ``seeds[i]``;
 the solvers are deterministic after that, so a sample does not depend on the batch it is in. On a
 CPU every batch is padded to a multiple of ``CPU_ROWS`` rows: oneDNN's fp32 kernels gave a batch
-of fewer than 8 rows other last bits (3e-5) than the same rows in a larger batch.
+of fewer than 8 rows other last bits (3e-5) than the same rows in a larger batch. On CUDA, cuDNN
+and cuBLAS may choose other kernels for other batch shapes: there a seed fixes a sample's image,
+not necessarily its last bits (not measured; the FID's draws pad to whole batches,
+``sources.SampleSource``, so they do not depend on it).
 """
 from __future__ import annotations
 
