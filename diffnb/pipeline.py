@@ -122,25 +122,6 @@ def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> st
     return None
 
 
-def session_start(stage: stages.Stage, profile: runtime.Profile, *, need: float, left: float,
-                  whole: float) -> tuple[bool, str]:
-    """Whether a training starts in what is left of a GPU session, and why in words (empty when
-    it is expected to finish in it). A training cut at the session's end keeps its resume point
-    only through a commit of tens of MB (``python -m diffnb.weights keep``, into git history):
-    one that a fresh session could finish in one go waits for it; one with progress already,
-    or needing more than a whole session (``whole``: its queue seconds), goes as far as this
-    session allows."""
-    keeps = "`python -m diffnb.weights keep` keeps its resume point for the next one"
-    if need <= left:
-        return True, ""
-    if stages.done_fraction(stage, profile) > 0:
-        return True, f"goes on as far as this session allows (~{left:.0f} s left); {keeps}"
-    if need > whole:
-        return True, f"needs more than a whole session (~{whole:.0f} s of queue): started; {keeps}"
-    return False, (f"would not finish in what is left of this session (~{left:.0f} s): not "
-                   "started, nothing is lost; the next session begins with it")
-
-
 def run_stage(stage: stages.Stage, ctx: Context) -> dict:
     from diffnb import evaluation, studies
 
@@ -180,7 +161,7 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
     ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
     command included; ``session_queue_s``: the whole session's (default: ``session_left_s``).
     A training stage expected to need more than is left is not started when a fresh session
-    could finish it (:func:`session_start`); the stages after it still run."""
+    could finish it (``stages.session_start``); the stages after it still run."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
@@ -216,9 +197,9 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         if stage.kind == "train" and session_end is not None:
             need = stages.expected_seconds(stage, profile, device=ctx.device, state=state,
                                            device_name=name)
-            start, verdict = session_start(stage, profile, need=need,
-                                           left=session_end - time.monotonic(),
-                                           whole=session_queue_s or session_left_s)
+            start, verdict = stages.session_start(stage, profile, need=need,
+                                                  left=session_end - time.monotonic(),
+                                                  whole=session_queue_s or session_left_s)
             if verdict:
                 print(f"pipeline: {stage.name} (~{need:.0f} s) {verdict}.")
             if not start:

@@ -10,7 +10,7 @@ into git history (commit A) and out of the tree (commit B); ``weights restore`` 
 ``scripts/gpu/prepare.py`` runs first) writes it back into ``checkpoints/``, where the session
 planner finds it and carries it. One entry per run: a later one replaces it, and a finished run
 drops it (its bytes stay in history: 7-98 MB each, so the queue starts a training that would
-be cut only where no fresh session could finish it; ``diffnb.pipeline.session_start``).
+be cut only where no fresh session could finish it; ``stages.session_start``).
 """
 from __future__ import annotations
 

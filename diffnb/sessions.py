@@ -126,7 +126,7 @@ def needs(stage: stages.Stage, profile: runtime.Profile, *, have: set[str]) -> t
 def simulate(pending, seconds: dict[str, float], *, deadlines: list[int], arrival: dict,
              need: dict, done: set[str], progressed: set[str] = frozenset(),
              whole: float | None = None) -> tuple:
-    """The queue's rules, call by call (module docstring; ``diffnb.pipeline.session_start``);
+    """The queue's rules, call by call (module docstring; ``stages.session_start``);
     ``progressed``: trainings with a resume point already; ``whole``: a fresh session's queue
     seconds (:func:`fresh_queue_s`). Returns the calls, the resources that a stage which ran
     used, and the seconds left of every stage."""

@@ -144,6 +144,25 @@ def done_fraction(stage: Stage, profile: runtime.Profile) -> float:
     return 0.0 if start is None else checkpoints.load(start)["epoch"] / last.train.epochs
 
 
+def session_start(stage: Stage, profile: runtime.Profile, *, need: float, left: float,
+                  whole: float) -> tuple[bool, str]:
+    """Whether a training starts in what is left of a GPU session, and why in words (empty when
+    it is expected to finish in it). A training cut at the session's end keeps its resume point
+    only through a commit of tens of MB (``python -m diffnb.weights keep``, into git history):
+    one that a fresh session could finish in one go waits for it; one with progress already,
+    or needing more than a whole session (``whole``: its queue seconds), goes as far as this
+    session allows."""
+    keeps = "`python -m diffnb.weights keep` keeps its resume point for the next one"
+    if need <= left:
+        return True, ""
+    if done_fraction(stage, profile) > 0:
+        return True, f"goes on as far as this session allows (~{left:.0f} s left); {keeps}"
+    if need > whole:
+        return True, f"needs more than a whole session (~{whole:.0f} s of queue): started; {keeps}"
+    return False, (f"would not finish in what is left of this session (~{left:.0f} s): not "
+                   "started, nothing is lost; the next session begins with it")
+
+
 @lru_cache(maxsize=None)
 def _forward(model: config.ModelConfig) -> float:
     """Forward FLOPs of one image (with its label where the network takes one)."""

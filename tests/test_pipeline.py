@@ -259,15 +259,15 @@ def test_a_training_longer_than_a_session_or_begun_goes_as_far_as_the_session_al
     _use(tmp_path, monkeypatch)
     tiny = runtime.PROFILES["tiny"]
     stage = stages.Stage(small_group(), "train", ("t_short", "t_long"))
-    assert pipeline.session_start(stage, tiny, need=10, left=20, whole=60) == (True, "")
-    start, why = pipeline.session_start(stage, tiny, need=30, left=20, whole=60)
+    assert stages.session_start(stage, tiny, need=10, left=20, whole=60) == (True, "")
+    start, why = stages.session_start(stage, tiny, need=30, left=20, whole=60)
     assert not start and "not started" in why
-    start, why = pipeline.session_start(stage, tiny, need=90, left=20, whole=60)
+    start, why = stages.session_start(stage, tiny, need=90, left=20, whole=60)
     assert start and "needs more than a whole session (~60 s of queue)" in why
     training.train(config.scaled(config.get_preset("t_short"), tiny), profile=tiny,
                    device="cpu", progress=False, stop_after=1)       # a resume point: epoch 1
     assert 0 < stages.done_fraction(stage, tiny) < 1
-    start, why = pipeline.session_start(stage, tiny, need=30, left=20, whole=60)
+    start, why = stages.session_start(stage, tiny, need=30, left=20, whole=60)
     assert start and "goes on as far as this session allows" in why
 
 
