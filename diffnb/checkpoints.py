@@ -121,12 +121,14 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
 
 
 def materialize_kept(path: Path) -> Path | None:
-    """Write a kept file back from git history when its folder's manifest lists it; None when
+    """Write a kept file (weights, or a resume point: ``diffnb.resume``) back from git history
+    when its folder's manifest lists it; None when
     it does not, or when there is no repository here (a tree copied to a borrowed GPU, which
     gets the weights it needs carried). Raises :class:`CheckpointError` with what to do when
     the repository lacks the bytes (a shallow clone)."""
     mpath = path.parent / KEPT_MANIFEST
-    entry = json.loads(mpath.read_text())["files"].get(path.name) if mpath.exists() else None
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    entry = {**manifest.get("files", {}), **manifest.get("resume", {})}.get(path.name)
     if entry is None:
         return None
     root = runtime.project_root()

@@ -62,16 +62,15 @@ def keep(profile: runtime.Profile, manifest: dict, *, dest: Path) -> list[str]:
 
 
 def _bytes(name: str, e: dict, *, dest: Path) -> bytes:
-    """A kept resume point's bytes: the file beside the manifest, else from git history."""
+    """A kept resume point's bytes: the file beside the manifest, else written back from git
+    history first (``checkpoints.materialize_kept``, which checks its sha256)."""
     path = dest / name
-    if path.exists() and file_digest(path) == e["sha256"]:
-        return path.read_bytes()
-    data = gitstore.read_blob(runtime.project_root(), e["blob"])
-    if hashlib.sha256(data).hexdigest() != e["sha256"]:
-        raise checkpoints.CheckpointError(f"{name} read back from git does not match its sha256 "
-                                          f"in {dest / checkpoints.KEPT_MANIFEST}: see `python -m "
-                                          f"diffnb.weights check {dest.name}`")
-    return data
+    if not (path.exists() and file_digest(path) == e["sha256"]):
+        if checkpoints.materialize_kept(path) is None:
+            raise checkpoints.CheckpointError(f"{name} is kept in git history, but there is no "
+                                              f"repository here to read it from: restore it "
+                                              "in a clone of the project")
+    return path.read_bytes()
 
 
 def restore(profile: runtime.Profile, manifest: dict, *, dest: Path) -> list[str]:
@@ -91,12 +90,9 @@ def restore(profile: runtime.Profile, manifest: dict, *, dest: Path) -> list[str
 
 
 def problems(profile: runtime.Profile, manifest: dict) -> list[str]:
-    """A resume point here that is not kept (the session's end would lose it), or a kept one
-    whose bytes this clone's history lacks."""
+    """A resume point here that is not kept: the session's end would lose it (the kept ones'
+    bytes are checked with the weights', ``diffnb.weights.check``)."""
     kept, out = manifest.get("resume", {}), []
-    for name, e in kept.items():
-        if "kept_in" in e and not gitstore.reachable(runtime.project_root(), e["blob"]):
-            out.append(f"{name}: git blob {e['blob']} is not in this clone's history")
     for path in transport.resume_points(profile):
         name = kept_name(path.parent.name, checkpoints.load(path)["epoch"])
         if name not in kept:

@@ -153,10 +153,11 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
 
 
 def check(profile: runtime.Profile) -> list[str]:
-    """What is wrong before a commit: a kept file that differs from its manifest, a manifest
-    entry whose bytes git cannot read, a trained stage without its kept weights, big files."""
+    """What is wrong before a commit: a kept file (weights or resume point) that differs from its
+    manifest, a manifest entry whose bytes git cannot read, a trained stage without its kept
+    weights, a resume point not kept, big files."""
     root, manifest, problems = runtime.project_root(), read_manifest(profile), []
-    for name, e in manifest["files"].items():
+    for name, e in [*manifest["files"].items(), *manifest.get("resume", {}).items()]:
         path = folder(profile) / name
         if path.exists() and file_digest(path) != e["sha256"]:
             problems.append(f"{name} differs from its manifest entry: delete it and keep again")
