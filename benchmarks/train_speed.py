@@ -2,8 +2,9 @@
 
 naive   the report's way: torchvision transforms per image through a DataLoader, fp32,
         contiguous NCHW, Adam, batch 32, ``loss.item()`` every step.
-diffnb  the whole data set on the device as uint8, bf16 autocast, channels_last, fused Adam on
-        CUDA, optional ``torch.compile`` (compile time measured separately), a larger batch.
+diffnb  the whole data set on the device as uint8, bf16 autocast, channels_last, fused Adam and
+        cuDNN's autotuner on CUDA (there also measured without the autotuner: before/after),
+        optional ``torch.compile`` (compile time measured separately), a larger batch.
 
 Prints images/s of each, their ratio, the achieved TFLOP/s (convolutions and linears counted
 analytically, training = 3x forward) and the fraction of the card's bf16 dense peak.
@@ -155,8 +156,15 @@ def main() -> None:
 
     flops = 3 * count.forward_flops(models.build(preset.model),
                                     labels=preset.model.class_conditional)
-    # The same number of images through both loops: the naive one in batches of 32.
+    # The same number of images through both loops: the naive one in batches of 32, without
+    # cuDNN's autotuner (PyTorch's default); on CUDA the diffnb loop without it, then with it.
+    runtime.autotune(dev, on=False)
     naive_loop = naive_images_per_second(preset, dev, steps=steps * batch // 32, warmup=warmup)
+    untuned = None
+    if cuda:
+        untuned, _ = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
+                                              compile=args.compile)
+        runtime.autotune(dev)
     ours_loop, warm_seconds = diffnb_images_per_second(fast, dev, steps=steps, warmup=warmup,
                                                        compile=args.compile)
     naive, ours = naive_loop.images_per_second, ours_loop.images_per_second
@@ -171,6 +179,8 @@ def main() -> None:
               "diffnb_tflops": round(tflops, 3), "naive_tflops": round(naive * flops / 1e12, 3),
               "mfu": round(tflops / peak, 4) if peak else None,
               "warmup_seconds_incl_compile": round(warm_seconds, 1),
+              "diffnb_img_s_without_autotune":
+                  None if untuned is None else round(untuned.images_per_second, 1),
               "loops": {"naive": asdict(naive_loop), "diffnb": asdict(ours_loop)}}
     print(f"device {card}; preset {name} ({preset.short}); {flops / 1e9:.2f} GFLOP per training image")
     print(f"naive  (DataLoader, {result['naive_precision']}, batch 32): {naive:9.1f} img/s")
@@ -178,6 +188,9 @@ def main() -> None:
           f"{ours:9.1f} img/s  ({tflops:.3f} TFLOP/s"
           + (f", MFU {tflops / peak:.1%} of {peak:.0f} bf16 peak)" if peak else ", no peak known for this device)"))
     print(f"ratio diffnb / naive: {ours / naive:.2f}x")
+    if untuned is not None:
+        print(f"diffnb without cuDNN's autotuner: {untuned.images_per_second:9.1f} img/s "
+              f"(with it: {ours / untuned.images_per_second:.2f}x)")
     if args.json:
         atomic_write(Path(args.json), json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "loops"}))

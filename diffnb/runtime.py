@@ -235,6 +235,14 @@ def default_amp(dev: torch.device) -> bool:
     return dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_fast())
 
 
+def autotune(dev, on: bool = True) -> None:
+    """cuDNN's autotuner on CUDA (PyTorch's performance tuning guide, for convolutions of fixed
+    shapes): each new input shape is timed once, then its fastest algorithm is used. Set where a
+    training starts; ``benchmarks/train_speed.py`` measures the diffnb loop without and with it."""
+    if torch.device(dev).type == "cuda":
+        torch.backends.cudnn.benchmark = on
+
+
 def autocast(device, amp: bool):
     """bf16 autocast when ``amp``: the one autocast helper of training and sampling."""
     from contextlib import nullcontext

@@ -220,5 +220,5 @@ def train_speed(preset: str, ctx) -> dict:
     subprocess.run(cmd, check=True, env=dict(os.environ, DIFFNB_DEVICE=str(ctx.device),
                                              PYTHONPATH=path))
     r = json.loads(out.read_text())
-    return {k: r[k] for k in ("device", "naive_img_s", "diffnb_img_s", "ratio", "diffnb_tflops",
-                              "mfu")}
+    return {k: r.get(k) for k in ("device", "naive_img_s", "diffnb_img_s", "ratio", "diffnb_tflops",
+                                  "mfu", "diffnb_img_s_without_autotune")}

@@ -191,6 +191,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     preset = config.get_preset(preset)
     dev = runtime.device(device)
     amp = runtime.default_amp(dev) if amp is None else amp
+    runtime.autotune(dev)
     folder = checkpoints.run_dir(preset, profile)
     st = make_state(preset, dev)
     start = checkpoints.latest_start(folder, preset.train.epochs) if folder.exists() else None

@@ -151,6 +151,17 @@ def test_bf16_autocast_only_where_it_is_faster(monkeypatch, tmp_path):
     assert runtime.cpu_flags(str(tmp_path / "absent")) == set()
 
 
+def test_cudnn_autotuner_is_set_for_cuda_runs_only(monkeypatch):
+    """The flag is a plain attribute: settable without a GPU, so the rule is checked here."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    runtime.autotune(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    runtime.autotune(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is True
+    runtime.autotune("cuda:0", on=False)
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_a_saved_table_has_its_three_files_and_a_path_relative_to_the_repository(tmp_path,
                                                                                    monkeypatch):
     import pandas as pd
