@@ -26,12 +26,12 @@ from diffnb.fid.weights import weights_kind
 from diffnb.results import atomic_write
 
 FEATURES_TAG = "pool3v1"  # bump when the features of a given image change
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # missing or cut short
 
 
 def features_tag() -> str:
     """The cache tag of this machine's features: the fp16 copy of the weights gives others."""
     return FEATURES_TAG if weights_kind() == "fp32" else f"{FEATURES_TAG}-fp16"
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # missing or cut short
 
 
 def stats_dir() -> Path:
