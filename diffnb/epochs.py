@@ -1,4 +1,5 @@
-"""What one epoch draws: its generator, its permutation into batches, label dropout (slide 4).
+"""What one epoch draws: its generator, its permutation into batches, label dropout, and the
+fixed noise of the validation loss it ends with (slide 4).
 
 Every draw of an epoch comes from one generator seeded by (seed, epoch), so a run resumed after an
 interruption, or run by any number of processes (diffnb.distributed), draws the same batches,
@@ -8,10 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from diffnb import data
+from diffnb import data, runtime
 from diffnb.conditioning import null_like
 from diffnb.config import Preset
 from diffnb.datasets import steps_per_epoch
+from diffnb.precond import Denoiser
+
+VALID_BATCH = 256
 
 
 def drop_labels(labels: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -38,3 +42,25 @@ def batches(split: data.Images, preset: Preset, *, generator: torch.Generator,
         labels = (drop_labels(labels, p=preset.train.label_dropout, generator=generator)
                   if class_conditional else None)
         yield y.contiguous(memory_format=torch.channels_last), labels
+
+
+@torch.no_grad()
+def validation_loss(den: Denoiser, valid: data.Images, *, preset: Preset, amp: bool) -> float:
+    """Mean loss on the first ``valid_images`` validation images, with fixed noise (comparable
+    from epoch to epoch)."""
+    dev = valid.images.device
+    n = min(len(valid), preset.train.valid_images or len(valid))
+    gen = torch.Generator(dev).manual_seed(10_007)
+    was_training = den.training
+    den.eval()
+    total = torch.zeros((), device=dev)
+    for start in range(0, n, VALID_BATCH):
+        idx = torch.arange(start, min(n, start + VALID_BATCH), device=dev)
+        y, labels = data.sample_batch(valid, idx)
+        with runtime.autocast(dev, amp):
+            loss = den.loss(y.contiguous(memory_format=torch.channels_last),
+                            labels if den.class_conditional else None,
+                            P_mean=preset.train.P_mean, P_std=preset.train.P_std, generator=gen)
+        total += loss.float() * len(idx)
+    den.train(was_training)
+    return total.item() / n

@@ -23,11 +23,10 @@ from diffnb import checkpoints, config, data, datasets, distributed, models, run
 from diffnb.checkpoints import CheckpointError  # noqa: F401  (public: training.CheckpointError)
 from diffnb.config import Preset
 from diffnb.datasets import steps_per_epoch
-from diffnb.epochs import batches, drop_labels, epoch_generator  # noqa: F401
+from diffnb.epochs import batches, drop_labels, epoch_generator, validation_loss  # noqa: F401
 from diffnb.precond import Denoiser
 from diffnb.schedules import ema_decay, ema_update, lr_factor  # noqa: F401
 
-VALID_BATCH = 256
 CHECK_EVERY = 100  # steps between read-backs of the loss (one host sync each)
 
 
@@ -49,6 +48,7 @@ class Trained:
     resumed_from: int = 0
     train_seconds: float = 0.0
     finished: bool = True
+    profile: str | None = None   # the profile it was trained in
 
 
 @dataclass
@@ -111,28 +111,6 @@ class TrainStep:
         if st.ema is not None:
             ema_update(st.ema, st.denoiser, decay=ema_decay(st.sched.last_epoch, t.ema_decay))
         return loss.detach()
-
-
-@torch.no_grad()
-def validation_loss(den: Denoiser, valid: data.Images, *, preset: Preset, amp: bool) -> float:
-    """Mean loss on the first ``valid_images`` validation images, with fixed noise (comparable
-    from epoch to epoch)."""
-    dev = valid.images.device
-    n = min(len(valid), preset.train.valid_images or len(valid))
-    gen = torch.Generator(dev).manual_seed(10_007)
-    was_training = den.training
-    den.eval()
-    total = torch.zeros((), device=dev)
-    for start in range(0, n, VALID_BATCH):
-        idx = torch.arange(start, min(n, start + VALID_BATCH), device=dev)
-        y, labels = data.sample_batch(valid, idx)
-        with runtime.autocast(dev, amp):
-            loss = den.loss(y.contiguous(memory_format=torch.channels_last),
-                            labels if den.class_conditional else None,
-                            P_mean=preset.train.P_mean, P_std=preset.train.P_std, generator=gen)
-        total += loss.float() * len(idx)
-    den.train(was_training)
-    return total.item() / n
 
 
 class DeadlineReached(Exception):
@@ -241,7 +219,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             bar.close()
     if st.epoch < preset.train.epochs:
         return Trained(preset, None, None, st.history, folder, resumed_from,
-                       time.perf_counter() - t0, finished=False)
+                       time.perf_counter() - t0, finished=False, profile=profile.name)
     blob = checkpoints.state_blob(st, preset, profile=profile)
     final = folder / checkpoints.final_name(st.epoch)
     half = folder / checkpoints.final_name(st.epoch, half=True)
@@ -250,7 +228,8 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     if main and not half.exists():
         checkpoints.save(checkpoints.compact(blob), half)
     distributed.barrier()
-    return _trained(st, preset, folder, resumed_from, time.perf_counter() - t0)
+    return _trained(st, preset, folder, resumed_from, time.perf_counter() - t0,
+                    profile=profile)
 
 
 def _bar(preset: Preset, epoch: int, progress: bool):
@@ -267,7 +246,7 @@ def _bar(preset: Preset, epoch: int, progress: bool):
 
 
 def _trained(st: TrainState, preset: Preset, folder: Path, resumed_from: int,
-             seconds: float) -> Trained:
+             seconds: float, *, profile: runtime.Profile) -> Trained:
     """Sample with the fp16-rounded weights, the same whichever checkpoint they came from."""
     raw = copy.deepcopy(st.denoiser).eval()
     raw.load_state_dict(checkpoints.round_half(raw.state_dict()))
@@ -276,26 +255,50 @@ def _trained(st: TrainState, preset: Preset, folder: Path, resumed_from: int,
         sample_with = copy.deepcopy(st.ema).eval()
         sample_with.load_state_dict(checkpoints.round_half(sample_with.state_dict()))
     return Trained(preset=preset, denoiser=sample_with, raw=raw, history=st.history,
-                   path=folder, resumed_from=resumed_from, train_seconds=seconds)
+                   path=folder, resumed_from=resumed_from, train_seconds=seconds,
+                   profile=profile.name)
+
+
+def load_final(preset: Preset | str, *, profile: runtime.Profile | None = None,
+               device=None) -> Trained | None:
+    """The preset's finished model in ``profile`` (default: the run's) from any checkpoint
+    ``checkpoints.find_final`` knows, kept weights written back from git history included; None
+    when there is none. Never trains."""
+    profile = profile or runtime.profile()
+    preset = config.scaled(config.get_preset(preset), profile)
+    final = checkpoints.find_final(preset, profile)
+    if final is None:
+        return None
+    st = make_state(preset, runtime.device(device))
+    checkpoints.restore(st, checkpoints.load(final), preset=preset, path=final, rng=False,
+                        profile=profile)
+    return _trained(st, preset, final.parent, st.epoch, 0.0, profile=profile)
+
+
+def best_final(names, *, profile: runtime.Profile, device=None) -> Trained | None:
+    """Of the presets ``names``, the finished model of ``profile`` with the lowest final
+    validation loss (notebook 04's pick); None unless all of them are there."""
+    found = [load_final(name, profile=profile, device=device) for name in names]
+    if not found or any(t is None for t in found):
+        return None
+    return min(found, key=lambda t: t.history["valid_loss"][-1])
 
 
 def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = None, device=None,
                   retrain: bool = False, progress: bool = True, **kwargs) -> Trained:
     """The preset trained in ``profile`` (default: the run's): a finished checkpoint of the
-    identical configuration (full, compact fp16, or committed under ``weights/``) is reused;
-    otherwise training starts or resumes. Names and presets alike are scaled to the profile."""
+    identical configuration (full, compact fp16, or committed under ``weights/``) is reused
+    (:func:`load_final`); otherwise training starts or resumes. Names and presets alike are
+    scaled to the profile."""
     profile = profile or runtime.profile()
     preset = config.scaled(config.get_preset(preset), profile)
-    dev = runtime.device(device)
-    final = checkpoints.find_final(preset, profile)
-    if final is not None and not retrain:
-        st = make_state(preset, dev)
-        checkpoints.restore(st, checkpoints.load(final), preset=preset, path=final, rng=False,
-                            profile=profile)
-        return _trained(st, preset, final.parent, st.epoch, 0.0)
+    found = None if retrain else load_final(preset, profile=profile, device=device)
+    if found is not None:
+        return found
     folder = checkpoints.run_dir(preset, profile)
     if retrain and folder.exists() and distributed.world().main:
         for path in folder.glob("*.pt"):
             path.unlink()
     distributed.barrier()
-    return train(preset, profile=profile, device=dev, progress=progress, **kwargs)
+    return train(preset, profile=profile, device=runtime.device(device), progress=progress,
+                 **kwargs)

@@ -101,6 +101,17 @@ def test_zero_init_reports_both_runs_and_the_right_direction(on_lower):
     assert ("times lower" in text) == on_lower and ("higher on average" in text) == (not on_lower)
 
 
+@pytest.mark.parametrize(("profile", "run", "says"), [
+    ("full", "quick", "the full run's pick by the same rule, from its kept weights: this quick run "
+                      "trained nothing for it."),
+    ("quick", "quick", "this quick run's pick: this checkout holds no finished full-profile weights"),
+    ("full", "full", "this run's pick."),
+])
+def test_explored_names_the_model_and_where_it_was_trained(profile, run, says):
+    text = readings.explored("class_4", profile=profile, run_profile=run)
+    assert text.startswith("The picker samples class_4, ") and says in text
+
+
 # ---- FID tables --------------------------------------------------------------------------------
 
 def slide8_table(seed: int) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -250,6 +251,33 @@ def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr(randomise):
         step(y, labels, generator=torch.Generator().manual_seed(5 + k))
 
 
+def test_a_compiled_step_trains_like_the_eager_one(randomise):
+    """``compile=`` (pipeline, train.py and prepare.py's ``--compile``) hands the loss to
+    torch.compile: the same losses, gradients and BatchNorm statistics as eager, up to float
+    reassociation. (Not the weights after Adam: a conv bias before a BatchNorm has a gradient that
+    is zero but for rounding, which Adam scales to ~lr, so the two runs move it differently.)"""
+    p = tiny()
+    states = [training.make_state(p, torch.device("cpu")) for _ in range(2)]
+    for st in states:
+        randomise(st.denoiser, std=0.2).train()
+    y = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(16) % 10
+    losses, grads, buffers = [], [], []
+    for st, compile in zip(states, (False, True)):
+        step = training.TrainStep(st, p, amp=False, compile=compile)
+        losses.append([float(step(y, labels, generator=torch.Generator().manual_seed(0)))])
+        grads.append({k: q.grad.clone() for k, q in st.denoiser.named_parameters()})
+        buffers.append({k: b.clone() for k, b in st.denoiser.named_buffers()})
+        losses[-1] += [float(step(y, labels, generator=torch.Generator().manual_seed(k)))
+                       for k in (1, 2)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    scale = max(float(g.abs().max()) for g in grads[0].values())   # ~1e-6 of it is rounding
+    for (k, a), b in zip(grads[0].items(), grads[1].values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * scale, msg=f"gradient of {k}")
+    for (k, a), b in zip(buffers[0].items(), buffers[1].values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=k)
+
+
 # ---- checkpoints ------------------------------------------------------------------------------
 
 # The messages the trainer gives (diffnb.checkpoints.check); each says what happened and what
@@ -426,3 +454,25 @@ def test_same_run_twice_at_once_is_harmless(tmp_checkpoints, tmp_path):
     for path in training.checkpoint_dir(p).glob("*.pt"):
         assert checkpoints.load(path)["epoch"] >= 1
     assert training.load_or_train(p, device="cpu", progress=False).train_seconds == 0.0
+
+
+def test_load_final_never_trains_and_best_final_picks_the_lowest_validation_loss(
+        tmp_checkpoints, monkeypatch):
+    a, b = tiny("base", seed=1), tiny("base", seed=2)
+    monkeypatch.setitem(config.PRESETS, "t_a", replace(a, name="t_a", profile=None))
+    monkeypatch.setitem(config.PRESETS, "t_b", replace(b, name="t_b", profile=None))
+    quick = runtime.PROFILES["quick"]
+    assert training.load_final("t_a", profile=quick, device="cpu") is None
+    assert not tmp_checkpoints.exists(), "load_final trained or wrote something"
+    assert training.best_final(["t_a", "t_b"], profile=quick, device="cpu") is None
+    trained = {n: training.load_or_train(n, profile=quick, device="cpu", progress=False)
+               for n in ("t_a", "t_b")}
+    assert training.best_final(["t_a"], profile=quick, device="cpu").preset.name == "t_a"
+    lowest = min(trained, key=lambda n: trained[n].history["valid_loss"][-1])
+    picked = training.best_final(["t_a", "t_b"], profile=quick, device="cpu")
+    assert (picked.preset.name, picked.profile) == (lowest, "quick")
+    for k, v in trained[lowest].denoiser.state_dict().items():
+        torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
+    monkeypatch.setattr(training, "load_final", lambda name, **kw: SimpleNamespace(
+        history={"valid_loss": [9.0, {"t_a": 0.5, "t_b": 0.2}[name]]}))
+    assert training.best_final(["t_a", "t_b"], profile=quick).history["valid_loss"][-1] == 0.2

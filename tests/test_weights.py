@@ -114,6 +114,10 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     for k, v in trained.denoiser.state_dict().items():
         torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
     assert (clone / name).exists()                           # written back from history
+    # notebook 04's picker in a run of another profile: the kept run's pick, nothing trained
+    picked = training.best_final(["t_short"], profile=TINY, device="cpu")
+    assert (picked.preset.name, picked.profile, picked.finished) == ("t_short", "tiny", True)
+    assert training.best_final(["t_short", "t_long"], profile=TINY, device="cpu") is None
 
     (clone / "weights/tiny/scores").mkdir(parents=True)      # scores/ was not committed here:
     (clone / "weights/tiny/scores/tiny_t_short.json").write_text('{"stamp": 1}')  # as if it were

@@ -8,7 +8,7 @@ profile: the quick CPU profile and the full GPU profile give very different numb
 
 The package imports nothing heavier than pandas, and pandas only where a function needs it:
   ``text``      :class:`Reading` and :func:`md`;
-  ``training``  loss curves, the zero initialisation;
+  ``training``  loss curves, the zero initialisation, which model a picker samples;
   ``scores``    FID tables (slides 8, 9), floors, the ablation, solvers, the report's last row;
   ``samples``   guidance sweeps and notebook 07's faces.
 """
@@ -33,8 +33,9 @@ from diffnb.readings.scores import (
                                      versus_report,
 )
 from diffnb.readings.text import Reading, md
-from diffnb.readings.training import loss_curves, zero_init
+from diffnb.readings.training import explored, loss_curves, zero_init
 
 __all__ = ["NFE_TOLERANCE", "NO_CHANGE", "Reading", "ablation", "attribute_effects",
-           "celeba_data", "class_rows", "excess_ranking", "floor_curve", "guidance_sweep", "loss_curves", "md",
-           "nfe", "null_condition", "per_class", "slide8", "versus_report", "zero_init"]
+           "celeba_data", "class_rows", "excess_ranking", "explored", "floor_curve",
+           "guidance_sweep", "loss_curves", "md", "nfe", "null_condition", "per_class", "slide8",
+           "versus_report", "zero_init"]

@@ -71,3 +71,16 @@ def zero_init(losses: Mapping[bool, Sequence[float]]) -> Reading:
     else:
         verdict = "Over these steps both average the same loss."
     return _sentences(first, verdict)
+
+
+def explored(name: str, *, profile: str, run_profile: str) -> Reading:
+    """Which model notebook 04's picker samples: ``name``, trained in ``profile``, in a run of
+    ``run_profile`` (the full run's pick when its weights are here, else this run's)."""
+    if profile != run_profile:
+        return _sentences(f"The picker samples {name}, the {profile} run's pick by the same rule, "
+                          f"from its kept weights: this {run_profile} run trained nothing for it.")
+    if profile == "full":
+        return _sentences(f"The picker samples {name}, this run's pick.")
+    return _sentences(f"The picker samples {name}, this {profile} run's pick: this checkout "
+                      "holds no finished full-profile weights of these models (a GPU run of the "
+                      "full profile keeps them), so it samples the model of the grids above.")
