@@ -258,6 +258,34 @@ def test_the_readmes_code_links_name_what_their_file_defines():
         assert hasattr(importlib.import_module(f"diffnb.{module}"), name), f"diffnb.{module}.{name}"
 
 
+def committed_profile() -> str:
+    """``full`` once a full run's slide-8 table is committed (``results/``), else ``quick``."""
+    return "full" if (ROOT / "results" / "s08_fid_models.csv").exists() else "quick"
+
+
+def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
+    """The README's opening describes the run that is committed: its first figure comes from that
+    profile's folder and its FID line is ``readings.headline`` of that profile's slide-8 table.
+    Once the full run's results are committed this fails until the opening says so."""
+    import pandas as pd
+
+    from diffnb import readings
+
+    profile = committed_profile()
+    folder = "" if profile == "full" else f"{profile}/"
+    table = pd.read_csv(ROOT / f"results/{folder}s08_fid_models.csv")
+    opening = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    line = str(readings.headline(table))
+    assert line in " ".join(opening.split()), f"the README's opening should say: {line}"
+    image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", opening)
+    assert image, "the README opens without a figure"
+    path = image.group(1)
+    assert (ROOT / path).is_file(), path
+    assert re.fullmatch(rf"figures/{folder}s\d\d_[\w.-]+\.(png|gif)", path), \
+        f"{path}: the opening figure should be the {profile} run's (figures/{folder})"
+    assert ("has not run yet" in opening) == (profile != "full")
+
+
 # ---- the rules, on synthetic notebooks: each one must catch what it is for ------------------
 
 def nb_with(*outputs, source="x = 1") -> dict:

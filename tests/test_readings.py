@@ -143,6 +143,16 @@ def test_slide8_names_the_lowest_fid_of_each_protocol(seed):
         assert "class_2's (87.83, slide 8)" in text and f"ranks {rank} of 8" in text
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_headline_gives_each_protocols_range_and_the_reports(seed):
+    t = slide8_table(seed)
+    text = readings.headline(t)
+    spans = [(round(t[c].min()), round(t[c].max())) for c in
+             ("ours, report protocol", "ours, standard (pooled)", "report FID (slide 8)")]
+    assert text == ("{}-{} (report protocol; {}-{} standard) against the report's {}-{}"
+                    .format(*(x for span in spans for x in span)))
+
+
 @pytest.mark.parametrize("n_standard", [60, 2048, 10_000])
 def test_slide8_says_small_sets_do_not_rank_the_models(n_standard):
     t = slide8_table(0).assign(**{"n standard": n_standard})

@@ -9,7 +9,8 @@ profile: the quick CPU profile and the full GPU profile give very different numb
 The package imports nothing heavier than pandas, and pandas only where a function needs it:
   ``text``      :class:`Reading` and :func:`md`;
   ``training``  loss curves, the zero initialisation, which model a picker samples;
-  ``scores``    FID tables (slides 8, 9), floors, the ablation, solvers, the report's last row;
+  ``scores``    FID tables (slides 8, 9) and the README's line on them, floors, the ablation,
+                solvers, the report's last row;
   ``samples``   guidance sweeps and notebook 07's faces.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from diffnb.readings.scores import (
                                      ablation,
                                      excess_ranking,
                                      floor_curve,
+                                     headline,
                                      nfe,
                                      per_class,
                                      slide8,
@@ -37,5 +39,5 @@ from diffnb.readings.training import explored, loss_curves, zero_init
 
 __all__ = ["NFE_TOLERANCE", "NO_CHANGE", "Reading", "ablation", "attribute_effects",
            "celeba_data", "class_rows", "excess_ranking", "explored", "floor_curve",
-           "guidance_sweep", "loss_curves", "md", "nfe", "null_condition", "per_class", "slide8",
-           "versus_report", "zero_init"]
+           "guidance_sweep", "headline", "loss_curves", "md", "nfe", "null_condition",
+           "per_class", "slide8", "versus_report", "zero_init"]

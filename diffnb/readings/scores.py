@@ -234,3 +234,13 @@ def versus_report(table, *, ours: str, report: str, floor_row: str, n_ours: int,
                  f"n = {n_ours}: FID falls as n grows (notebook 05), so only the distance to the "
                  "floor at the same n compares.")
     return _sentences(first, second, third)
+
+
+def headline(table) -> Reading:
+    """The README's line on slide 8 (``evaluation.slide8_table``): the range of our FIDs under
+    each protocol against the report's, rounded to whole numbers."""
+    def span(column: str) -> str:
+        return f"{table[column].min():.0f}-{table[column].max():.0f}"
+    return _sentences(f"{span('ours, report protocol')} (report protocol; "
+                      f"{span('ours, standard (pooled)')} standard) against the report's "
+                      f"{span('report FID (slide 8)')}")
