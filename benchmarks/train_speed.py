@@ -171,7 +171,8 @@ def main() -> None:
     card, precision = runtime.device_name(), "bf16" if runtime.default_amp(dev) else "fp32"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
     tflops = ours * flops / 1e12
-    result = {"device": card, "preset": name, "model": preset.short, "steps": steps,
+    result = {"device": card, "torch": torch.__version__, "commit": runtime.code_commit(),
+              "preset": name, "model": preset.short, "steps": steps,
               "naive_batch": 32, "diffnb_batch": batch, "compile": args.compile,
               "naive_img_s": round(naive, 1), "diffnb_img_s": round(ours, 1),
               "ratio": round(ours / naive, 2), "train_gflop_per_image": round(flops / 1e9, 3),

@@ -237,7 +237,8 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             del state["failed"]
         state["stages"][stage.name] = {"seconds": round(seconds, 2), "device": name,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
-                                       "info": info, "key": keys[stage.name]}
+                                       "info": info, "key": keys[stage.name],
+                                       "commit": runtime.code_commit()}
         stages.save_state(profile, state)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from diffnb import runtime
+from diffnb import results, runtime
 from diffnb.results import atomic_write
 
 SLIDE_ID = re.compile(r"^s\d{2}$")
@@ -188,8 +188,7 @@ def save_figure(fig, *, slide: str, name: str, provenance: dict | None = None,
 
 
 def _sidecar(path: Path, provenance: dict | None) -> dict:
-    meta = {"figure": path.name, "profile": runtime.profile().name,
-            "device": runtime.device_name(), **(provenance or {})}
+    meta = results.provenance(figure=path.name, **(provenance or {}))
     atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 

@@ -1,7 +1,8 @@
 """Tables and numbers written to ``results[/quick]/`` with their provenance, and read back.
 
 Every table is saved as ``<name>.csv`` (the data), ``<name>.md`` (for reading on GitHub) and
-``<name>.json`` (provenance: profile, device, and whatever the caller records: seed, n, sampler).
+``<name>.json`` (provenance: profile, device, torch, the code's commit, and whatever the caller
+records: seed, n, sampler).
 Notebooks read their tables from here, so no number is typed by hand.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ def provenance(**extra) -> dict:
     import torch
 
     return {"profile": runtime.profile().name, "device": runtime.device_name(),
-            "torch": torch.__version__, **extra}
+            "torch": torch.__version__, "commit": runtime.code_commit(), **extra}
 
 
 @contextmanager

@@ -254,11 +254,15 @@ def autocast(device, amp: bool):
 COMMIT_ENV = "DIFFNB_COMMIT"
 
 
+CODE_PATHS = ("diffnb", "scripts", "benchmarks", "pyproject.toml", "requirements.txt")
+
+
 @lru_cache(maxsize=1)
 def code_commit() -> str:
     """The git commit this code is (``DIFFNB_COMMIT`` where the tree travelled without its
-    history, as to a borrowed GPU), with ``+dirty`` for uncommitted changes; "unknown" outside
-    a checkout."""
+    history, as to a borrowed GPU), with ``+dirty`` for uncommitted changes to the code
+    (``CODE_PATHS``; the figures, results and notebooks a run rewrites do not count); "unknown"
+    outside a checkout."""
     import subprocess
 
     if os.environ.get(COMMIT_ENV, "").strip():
@@ -266,8 +270,8 @@ def code_commit() -> str:
     try:
         run = dict(cwd=project_root(), capture_output=True, text=True, timeout=10, check=True)
         head = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *CODE_PATHS], **run).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")

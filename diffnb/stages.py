@@ -258,6 +258,7 @@ def save_state(profile: runtime.Profile, state: dict) -> None:
     atomic_write(state_path(profile), json.dumps(state, indent=2, sort_keys=True) + "\n")
     stages = state["stages"]
     timings = {"profile": profile.name, "devices": sorted({s["device"] for s in stages.values()}),
+               "commits": sorted({s["commit"] for s in stages.values() if "commit" in s}),
                "stage_seconds": {k: v["seconds"] for k, v in stages.items()},
                "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1)}
     atomic_write(runtime.output_dir("results", profile) / "timings.json",

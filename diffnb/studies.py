@@ -15,7 +15,7 @@ import json
 from dataclasses import replace
 
 from diffnb import config, runtime, sampling
-from diffnb.results import atomic_write
+from diffnb.results import atomic_write, provenance
 
 SEED = 0
 GUIDANCE = 1.5
@@ -53,8 +53,7 @@ def _memo(name: str, key: dict, compute, profile: runtime.Profile, *, meta: dict
         except json.JSONDecodeError:
             pass  # truncated by an interrupted run: compute again
     value = compute()
-    blob = {"key": key, "value": value, "profile": profile.name, "device": runtime.device_name(),
-            **(meta or {})}
+    blob = {**provenance(**(meta or {})), "key": key, "value": value, "profile": profile.name}
     atomic_write(path, json.dumps(blob, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(key, sort_keys=True, default=float))
     return value

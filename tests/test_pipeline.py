@@ -77,6 +77,10 @@ def test_queue_cut_into_cold_commands_equals_an_uninterrupted_run(tmp_path, monk
     assert r["pending"] == []
     expected = _numbers(whole)
     assert expected[1] and {"fid/class_4.json", "memo/s09_class0_bug.json"} <= set(expected[0])
+    res, commit = whole / "results" / "tiny", runtime.code_commit()   # provenance: the code
+    for path in [*res.glob("fid/*.json"), *res.glob("memo/*.json")]:
+        assert json.loads(path.read_text())["commit"] == commit, path.name
+    assert json.loads((res / "timings.json").read_text())["commits"] == [commit]
 
     _use(cut, monkeypatch)
     for commands, stage in enumerate(STAGES, start=1):

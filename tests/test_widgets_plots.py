@@ -38,6 +38,8 @@ def test_save_figure_is_deterministic_and_records_provenance(tmp_path, monkeypat
     assert first == second
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["seed"] == 3 and meta["profile"] == "quick"
+    assert meta["device"] == runtime.device_name() and meta["torch"] == torch.__version__
+    assert meta["commit"] == runtime.code_commit()
     with pytest.raises(ValueError, match="slide id"):
         plots.save_figure(plots.grid_figure(grid, nrow=2), slide="slide6", name="x")
 
