@@ -120,6 +120,26 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
     return materialize_kept(kept) if materialize else None
 
 
+def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
+    """The last validation loss of the preset's finished run, writing nothing back: from its
+    checkpoint here, else from its kept weights' manifest entry (``weights keep`` records it),
+    else from the kept file written back. None when the run has not finished."""
+    found = find_final(preset, profile, materialize=False)
+    if found is None:
+        kept = committed_path(preset, profile, epochs=preset.train.epochs)
+        entry = _kept_entry(kept)
+        if entry is not None and "valid_loss" in entry:
+            return float(entry["valid_loss"])
+        found = materialize_kept(kept)
+    return None if found is None else float(load(found)["history"]["valid_loss"][-1])
+
+
+def _kept_entry(path: Path) -> dict | None:
+    mpath = path.parent / KEPT_MANIFEST
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    return {**manifest.get("files", {}), **manifest.get("resume", {})}.get(path.name)
+
+
 def materialize_kept(path: Path) -> Path | None:
     """Write a kept file (weights, or a resume point: ``diffnb.resume``) back from git history
     when its folder's manifest lists it; None when
@@ -127,8 +147,7 @@ def materialize_kept(path: Path) -> Path | None:
     gets the weights it needs carried). Raises :class:`CheckpointError` with what to do when
     the repository lacks the bytes (a shallow clone)."""
     mpath = path.parent / KEPT_MANIFEST
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
-    entry = {**manifest.get("files", {}), **manifest.get("resume", {})}.get(path.name)
+    entry = _kept_entry(path)
     if entry is None:
         return None
     root = runtime.project_root()

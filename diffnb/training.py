@@ -277,11 +277,13 @@ def load_final(preset: Preset | str, *, profile: runtime.Profile | None = None,
 
 def best_final(names, *, profile: runtime.Profile, device=None) -> Trained | None:
     """Of the presets ``names``, the finished model of ``profile`` with the lowest final
-    validation loss (notebook 04's pick); None unless all of them are there."""
-    found = [load_final(name, profile=profile, device=device) for name in names]
-    if not found or any(t is None for t in found):
+    validation loss (notebook 04's pick); None unless all of them are there. Only the pick is
+    loaded (and, if kept in git history, written back): the others' losses are read."""
+    losses = {name: checkpoints.final_valid_loss(config.scaled(config.get_preset(name), profile),
+                                                 profile) for name in names}
+    if not losses or None in losses.values():
         return None
-    return min(found, key=lambda t: t.history["valid_loss"][-1])
+    return load_final(min(losses, key=losses.get), profile=profile, device=device)
 
 
 def load_or_train(preset: Preset | str, *, profile: runtime.Profile | None = None, device=None,

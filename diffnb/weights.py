@@ -11,7 +11,8 @@ compact checkpoint (``checkpoints.compact``) with the parts a reader samples: th
 presets without EMA; the EMA alone for EMA presets, except where a study samples the raw weights
 too (``class_2_sched_ema``: its raw weights are the ablation's '+ LR schedule' row; derived from
 ``studies.ablation_changes``). ``MANIFEST.json`` beside them lists per file its sha256, git
-blob id, bytes, preset, run key, epochs, parts, and where it was trained (device, torch, commit).
+blob id, bytes, preset, run key, epochs, parts, final validation loss (notebook 04's picker picks
+by it without writing the others back) and where it was trained (device, torch, commit).
 The files themselves are git-ignored: ``commit`` keeps their bytes in git history
 (``diffnb.gitstore``), so that they never travel with the tree to the borrowed GPU, and
 ``checkpoints.find_final`` writes one back from history the first time it is asked for
@@ -99,6 +100,7 @@ def keep(profile: runtime.Profile) -> list[str]:
             "sha256": hashlib.sha256(data).hexdigest(), "blob": gitstore.blob_id(data),
             "bytes": len(data), "preset": name, "run_key": config.run_key(preset),
             "epochs": preset.train.epochs, "parts": list(blob["kept"]),
+            "valid_loss": float(blob["history"]["valid_loss"][-1]),   # training.best_final
             **{k: where.get(k, "unknown") for k in ("device", "torch", "commit")}}
         out.append(dest.name)
     out += resume.keep(profile, manifest, dest=folder(profile))   # unfinished runs

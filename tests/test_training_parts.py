@@ -473,6 +473,9 @@ def test_load_final_never_trains_and_best_final_picks_the_lowest_validation_loss
     assert (picked.preset.name, picked.profile) == (lowest, "quick")
     for k, v in trained[lowest].denoiser.state_dict().items():
         torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
-    monkeypatch.setattr(training, "load_final", lambda name, **kw: SimpleNamespace(
-        history={"valid_loss": [9.0, {"t_a": 0.5, "t_b": 0.2}[name]]}))
-    assert training.best_final(["t_a", "t_b"], profile=quick).history["valid_loss"][-1] == 0.2
+    losses = {"t_a": 0.5, "t_b": 0.2}
+    monkeypatch.setattr(checkpoints, "final_valid_loss", lambda p, profile: losses[p.name])
+    monkeypatch.setattr(training, "load_final", lambda name, **kw: SimpleNamespace(name=name))
+    assert training.best_final(["t_a", "t_b"], profile=quick).name == "t_b"   # only it loaded
+    losses["t_a"] = None                                                       # not finished
+    assert training.best_final(["t_a", "t_b"], profile=quick) is None

@@ -125,6 +125,34 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     assert (runtime.stamps_dir() / "tiny_t_short.json").read_text() == '{"stamp": 1}'
 
 
+def test_notebook_04s_pick_writes_back_only_the_picked_kept_model(repo, tmp_path, monkeypatch,
+                                                                  small_group):
+    """``training.best_final`` reads the kept models' final validation losses from the manifest
+    and writes back from git history only the one it picks: what a CPU reader's picker costs."""
+    small_group()
+    trained = [training.load_or_train(n, profile=TINY, device="cpu", progress=False)
+               for n in ("t_short", "t_long")]
+    weights.keep(TINY)
+    weights.commit(TINY)
+    assert {e["preset"]: e["valid_loss"] for e in weights.read_manifest(TINY)["files"].values()} \
+        == {t.preset.name: t.history["valid_loss"][-1] for t in trained}
+    best = min(trained, key=lambda t: t.history["valid_loss"][-1])
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    monkeypatch.setattr(runtime, "project_root", lambda: clone)
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
+    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained a kept model"))
+    assert not list((clone / "weights/tiny").glob("*.half.pt"))
+    picked = training.best_final(["t_short", "t_long"], profile=TINY, device="cpu")
+    assert (picked.preset.name, picked.profile) == (best.preset.name, "tiny")
+    assert [p.name for p in (clone / "weights/tiny").glob("*.half.pt")] == \
+        [checkpoints.committed_path(best.preset, TINY, epochs=best.preset.train.epochs).name]
+    for k, v in best.denoiser.state_dict().items():
+        torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
+
+
 def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, monkeypatch,
                                                                small_group):
     small_group()
