@@ -263,27 +263,71 @@ def committed_profile() -> str:
     return "full" if (ROOT / "results" / "s08_fid_models.csv").exists() else "quick"
 
 
-def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
-    """The README's opening describes the run that is committed: its first figure comes from that
-    profile's folder and its FID line is ``readings.headline`` of that profile's slide-8 table.
-    Once the full run's results are committed this fails until the opening says so."""
-    import pandas as pd
-
+def readme_opening_problems(readme: str, *, profile: str, table, root: Path = ROOT) -> list[str]:
+    """What the README's opening (before its first ``##``) gets wrong about the committed run of
+    ``profile`` whose slide-8 table is ``table``: its first figure must come from that profile's
+    folder, its FID line must be ``readings.headline(table)``, and only a quick opening says the
+    full profile has not run yet; a full run's opening shows its slides 3, 7 or 10, and 8."""
     from diffnb import readings
+
+    folder = "" if profile == "full" else f"{profile}/"
+    opening, problems = readme.split("\n## ", 1)[0], []
+    line = str(readings.headline(table))
+    if line not in " ".join(opening.split()):
+        problems.append(f"the README's opening should say: {line}")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", opening)
+    if not images:
+        problems.append("the README opens without a figure")
+    elif not re.fullmatch(rf"figures/{folder}s\d\d_[\w.-]+\.(png|gif)", images[0]) \
+            or not (root / images[0]).is_file():
+        problems.append(f"{images[0]}: the opening figure should be one of the {profile} run's "
+                        f"(figures/{folder})")
+    if ("has not run yet" in opening) != (profile != "full"):
+        problems.append("only a quick opening says that the full profile has not run yet")
+    if profile == "full":        # the course's face: noising, samples per class, the FID table
+        shown = {m[:3] for m in re.findall(r"!\[[^\]]*\]\(figures/(s\d\d_[\w.-]+)\)", opening)}
+        if not ({"s03", "s08"} <= shown and shown & {"s07", "s10"}):
+            problems.append(f"the opening shows {sorted(shown)}: it should show slides 3, 7 or "
+                            "10, and 8")
+    return problems
+
+
+def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
+    """Once the full run's results are committed (``results/s08_fid_models.csv``) this fails
+    until the README's opening is the full run's (scripts/gpu/README.md, step 5)."""
+    import pandas as pd
 
     profile = committed_profile()
     folder = "" if profile == "full" else f"{profile}/"
     table = pd.read_csv(ROOT / f"results/{folder}s08_fid_models.csv")
-    opening = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
-    line = str(readings.headline(table))
-    assert line in " ".join(opening.split()), f"the README's opening should say: {line}"
-    image = re.search(r"!\[[^\]]*\]\(([^)]+)\)", opening)
-    assert image, "the README opens without a figure"
-    path = image.group(1)
-    assert (ROOT / path).is_file(), path
-    assert re.fullmatch(rf"figures/{folder}s\d\d_[\w.-]+\.(png|gif)", path), \
-        f"{path}: the opening figure should be the {profile} run's (figures/{folder})"
-    assert ("has not run yet" in opening) == (profile != "full")
+    assert readme_opening_problems((ROOT / "README.md").read_text(), profile=profile,
+                                   table=table) == []
+
+
+def test_the_readme_rule_catches_a_stale_opening(tmp_path):
+    import pandas as pd
+
+    table = pd.DataFrame({"ours, report protocol": [88.4, 120.6],
+                          "ours, standard (pooled)": [3.6, 20.2],
+                          "report FID (slide 8)": [87.83, 127.18]})
+    for name in ("s03_noising", "s10_per_class_grids", "s08_fid_models"):
+        for folder in ("figures", "figures/quick"):
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / f"{name}.png").write_bytes(b"png")
+    line = "88-121 (report protocol; 4-20 standard) against the report's 88-127"
+    full = (f"# diffnb\n\nFIDs of {line}.\n\n![3](figures/s03_noising.png)\n"
+            "![10](figures/s10_per_class_grids.png) ![8](figures/s08_fid_models.png)\n\n## Next\n")
+    assert readme_opening_problems(full, profile="full", table=table, root=tmp_path) == []
+    quick = full.replace("figures/", "figures/quick/").replace("\n\n## ", " It has not run yet.\n\n## ")
+    assert readme_opening_problems(quick, profile="quick", table=table, root=tmp_path) == []
+    for stale, profile, says in [
+            (quick, "full", "should be one of the full run's"),         # left as it was
+            (full.replace("4-20", "4-21"), "full", "should say: " + line),
+            (full.replace("![10](figures/s10_per_class_grids.png) ", ""), "full", "slides 3, 7"),
+            (full.replace("\n\n## ", " It has not run yet.\n\n## "), "full", "has not run yet"),
+            (full.replace("s03_noising", "s03_missing"), "full", "s03_missing.png")]:
+        problems = readme_opening_problems(stale, profile=profile, table=table, root=tmp_path)
+        assert any(says in p for p in problems), (says, problems)
 
 
 # ---- the rules, on synthetic notebooks: each one must catch what it is for ------------------
