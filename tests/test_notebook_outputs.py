@@ -263,6 +263,11 @@ def committed_profile() -> str:
     return "full" if (ROOT / "results" / "s08_fid_models.csv").exists() else "quick"
 
 
+def subfolder(profile: str) -> str:
+    """A profile's part of its output paths, as ``runtime.output_dir`` names them."""
+    return "" if profile == "full" else f"{profile}/"
+
+
 def readme_opening_problems(readme: str, *, profile: str, table, root: Path = ROOT) -> list[str]:
     """What the README's opening (before its first ``##``) gets wrong about the committed run of
     ``profile`` whose slide-8 table is ``table``: its first figure must come from that profile's
@@ -270,7 +275,7 @@ def readme_opening_problems(readme: str, *, profile: str, table, root: Path = RO
     full profile has not run yet; a full run's opening shows its slides 3, 7 or 10, and 8."""
     from diffnb import readings
 
-    folder = "" if profile == "full" else f"{profile}/"
+    folder = subfolder(profile)
     opening, problems = readme.split("\n## ", 1)[0], []
     line = str(readings.headline(table))
     if line not in " ".join(opening.split()):
@@ -298,7 +303,7 @@ def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
     import pandas as pd
 
     profile = committed_profile()
-    folder = "" if profile == "full" else f"{profile}/"
+    folder = subfolder(profile)
     table = pd.read_csv(ROOT / f"results/{folder}s08_fid_models.csv")
     assert readme_opening_problems((ROOT / "README.md").read_text(), profile=profile,
                                    table=table) == []
