@@ -134,10 +134,15 @@ def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
     return None if found is None else float(load(found)["history"]["valid_loss"][-1])
 
 
+def kept_entries(manifest: dict) -> dict[str, dict]:
+    """Every file a kept-weights manifest lists, by name: the weights (``files``) and the resume
+    points (``resume``, ``diffnb.resume``); the entries themselves, not copies."""
+    return {**manifest.get("files", {}), **manifest.get("resume", {})}
+
+
 def _kept_entry(path: Path) -> dict | None:
     mpath = path.parent / KEPT_MANIFEST
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
-    return {**manifest.get("files", {}), **manifest.get("resume", {})}.get(path.name)
+    return kept_entries(json.loads(mpath.read_text()) if mpath.exists() else {}).get(path.name)
 
 
 def materialize_kept(path: Path) -> Path | None:

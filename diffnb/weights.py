@@ -131,8 +131,7 @@ def commit(profile: runtime.Profile) -> tuple[str, str] | None:
     """Keep the files of the manifest not yet in git history: commit A adds them, commit B takes
     them out of the tree again with the manifest naming A. None when nothing is new."""
     root, manifest = runtime.project_root(), read_manifest(profile)
-    new = {name: e for part in ("files", "resume") for name, e in manifest.get(part, {}).items()
-           if "kept_in" not in e}
+    new = {name: e for name, e in checkpoints.kept_entries(manifest).items() if "kept_in" not in e}
     if not new:
         return None
     rel = folder(profile).relative_to(root).as_posix()
@@ -159,7 +158,7 @@ def check(profile: runtime.Profile) -> list[str]:
     manifest, a manifest entry whose bytes git cannot read, a trained stage without its kept
     weights, a resume point not kept, big files."""
     root, manifest, problems = runtime.project_root(), read_manifest(profile), []
-    for name, e in [*manifest["files"].items(), *manifest.get("resume", {}).items()]:
+    for name, e in checkpoints.kept_entries(manifest).items():
         path = folder(profile) / name
         if path.exists() and file_digest(path) != e["sha256"]:
             problems.append(f"{name} differs from its manifest entry: delete it and keep again")
