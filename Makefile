@@ -5,12 +5,14 @@
 #                    then the browser test (it reuses the models the notebooks trained)
 # DIFFNB_PROFILE=quick|full|full-b32|tiny picks the loop sizes (runtime.PROFILES; default: full
 # with CUDA, quick without).
+# AGAIN=1 runs every stage again though results/[<profile>/]pipeline.json records it as done
+# (a fresh clone holds the committed run's record): models and scores that still match are reused.
 PY := .venv/bin/python
 
 .PHONY: reproduce test setup clean benchmarks
 reproduce:
 	bash scripts/setup.sh
-	$(PY) -m diffnb.pipeline $(DIFFNB_PROFILE)
+	$(PY) -m diffnb.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again)
 
 test:
 	bash scripts/setup.sh --test

@@ -154,23 +154,28 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
         device=None, seed: int = 0, compile: bool | str = False,
         session_left_s: float | None = None, session_queue_s: float | None = None,
-        max_stages: int | None = None) -> dict:
+        max_stages: int | None = None, again: bool = False) -> dict:
     """Run the pending stages of ``profile`` until done, ``deadline_s`` from now, or
     ``max_stages`` stages finished in this call.
 
     ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
     command included; ``session_queue_s``: the whole session's (default: ``session_left_s``).
     A training stage expected to need more than is left is not started when a fresh session
-    could finish it (``stages.session_start``); the stages after it still run."""
+    could finish it (``stages.session_start``); the stages after it still run.
+
+    ``again``: the selected stages' records are dropped first (and saved so), so they run
+    again, now or, if cut, in the next command, reusing the models and scores that still match:
+    a fresh clone trains its models anew, a checkout that has them reuses them (remove
+    ``checkpoints/<profile>/`` to train anew there too)."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
                     compile=compile, session_left_s=session_left_s,
-                    session_queue_s=session_queue_s, max_stages=max_stages)
+                    session_queue_s=session_queue_s, max_stages=max_stages, again=again)
 
 
 def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
-         session_left_s, session_queue_s, max_stages) -> dict:
+         session_left_s, session_queue_s, max_stages, again) -> dict:
     import fnmatch
 
     ctx = Context(profile, runtime.device(device), seed=seed, compile=compile)
@@ -183,6 +188,11 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     lacks = stages.celeba_lacks()
     if lacks and (not only or any(fnmatch.fnmatch(stages.CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {stages.CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
+    dropped = [s.name for s in queue if again and state["stages"].pop(s.name, None) is not None]
+    if dropped:
+        stages.save_state(profile, state)
+        print(f"pipeline: --again: {len(dropped)} finished stages run again, reusing the models "
+              "and scores that still match")
     ran_here, failed = 0, []
     for stage in queue:
         if stage.name in state["stages"]:
@@ -243,25 +253,13 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in queue if s.name not in state["stages"]]
+    record = stages.state_path(profile).relative_to(runtime.outputs_root()).as_posix()
+    idle = "" if ran_here or failed or pending else \
+        f" (as {record} records: --again, or make reproduce AGAIN=1, runs them again)"
     print(f"pipeline: {len(queue) - len(pending)}/{len(queue)} stages done"
-          + (f"; next: {pending[0]}" if pending else "; all done")
+          + (f"; next: {pending[0]}" if pending else f"; all done{idle}")
           + (f"; FAILED here: {', '.join(failed)} (the traceback above)" if failed else ""))
     return {"pending": pending, "state": state, "failed": failed}
-
-
-def describe(profile: runtime.Profile, device: torch.device) -> str:
-    """The plan as a Markdown table: FLOPs and the expected minutes of each stage."""
-    state = stages.load_state(profile)
-    rows = ["| stage | PFLOP bf16 | PFLOP fp32 | expected min | done |", "|---|---|---|---|---|"]
-    total = 0.0
-    for stage in stages.plan(profile):
-        f, s = stages.stage_flops(stage, profile), stages.prior_seconds(stage, profile, device=device)
-        total += s
-        done = state["stages"].get(stage.name, {}).get("seconds")
-        rows.append(f"| {stage.name} | {f['bf16'] / 1e15:.2f} | {f['fp32'] / 1e15:.3f} | "
-                    f"{s / 60:.2f} | {'' if done is None else f'{done:.0f} s'} |")
-    rows.append(f"| **total** | | | **{total / 60:.1f}** | |")
-    return "\n".join(rows)
 
 
 def main(argv=None) -> None:
@@ -276,6 +274,8 @@ def main(argv=None) -> None:
                    "the whole GPU session (default: --session-left)")
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--again", action="store_true", help="run the (--only) stages again, though "
+                   "recorded as done; the models and scores that still match are reused")
     p.add_argument("--device", default=None)
     p.add_argument("--compile", default="", help="torch.compile mode for training, e.g. "
                    "'default' or 'reduce-overhead' (CUDA graphs); empty: eager")
@@ -287,12 +287,12 @@ def main(argv=None) -> None:
         runtime.banner()
         if args.list:
             # not checked: `--list --device cuda` plans a GPU run on a machine without one
-            print(describe(profile, torch.device(args.device or runtime.device())))
+            print(stages.describe(profile, torch.device(args.device or runtime.device())))
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
         r = run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
                 compile=compile_mode, session_left_s=args.session_left,
-                session_queue_s=args.session_queue)
+                session_queue_s=args.session_queue, again=args.again)
         if r["failed"]:
             sys.exit(1)
 

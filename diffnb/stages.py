@@ -263,3 +263,18 @@ def save_state(profile: runtime.Profile, state: dict) -> None:
                "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1)}
     atomic_write(runtime.output_dir("results", profile) / "timings.json",
                  json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+
+def describe(profile: runtime.Profile, device: torch.device) -> str:
+    """The plan as a Markdown table: FLOPs and the expected minutes of each stage."""
+    state = load_state(profile)
+    rows = ["| stage | PFLOP bf16 | PFLOP fp32 | expected min | done |", "|---|---|---|---|---|"]
+    total = 0.0
+    for stage in plan(profile):
+        f, s = stage_flops(stage, profile), prior_seconds(stage, profile, device=device)
+        total += s
+        done = state["stages"].get(stage.name, {}).get("seconds")
+        rows.append(f"| {stage.name} | {f['bf16'] / 1e15:.2f} | {f['fp32'] / 1e15:.3f} | "
+                    f"{s / 60:.2f} | {'' if done is None else f'{done:.0f} s'} |")
+    rows.append(f"| **total** | | | **{total / 60:.1f}** | |")
+    return "\n".join(rows)

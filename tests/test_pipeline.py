@@ -467,3 +467,33 @@ def test_the_queue_runs_where_the_carried_packages_are_missing(tmp_path, monkeyp
     nb.parent.mkdir()
     nb.write_text(json.dumps({"metadata": {"diffnb": {"profile": "tiny"}}, "cells": []}))
     assert nb in transport.outputs(tmp_path, tiny)
+
+
+def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
+        tmp_path, monkeypatch, capsys):
+    """A fresh clone holds the committed run's pipeline.json: `make reproduce` says every stage
+    is recorded and how to run them again; `--again` (make reproduce AGAIN=1) runs the chosen
+    ones again, and drops their records first, so that a run cut after one stage finishes the
+    rest with a plain command."""
+    _use(tmp_path, monkeypatch)
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, ctx: ran.append(stage.name) or {})
+    only = ["study:zero_init", "study:floor_curve"]
+    tiny = runtime.PROFILES["tiny"]
+    pipeline.run(tiny, only=only, device="cpu")
+    capsys.readouterr()
+    pipeline.run(tiny, only=only, device="cpu")
+    out = capsys.readouterr().out
+    assert ran == only and "as results/tiny/pipeline.json records: --again" in out
+    assert pipeline.run(tiny, only=only[:1], device="cpu", again=True)["pending"] == []
+    assert ran == only + only[:1]                            # --only limits --again too
+    assert "1 finished stages run again" in capsys.readouterr().out
+    pipeline.run(tiny, only=only, device="cpu", again=True, max_stages=1)    # cut after one
+    assert ran == only + only[:1] * 2
+    assert sorted(stages.load_state(tiny)["stages"]) == ["study:zero_init"]
+    capsys.readouterr()
+    pipeline.run(tiny, only=only, device="cpu")
+    assert ran == only + only[:1] * 2 + only[1:]
+    assert "--again" not in capsys.readouterr().out          # something ran: no hint
+    pipeline.main(["tiny", "--only", only[1], "--again", "--device", "cpu"])
+    assert ran[-1] == only[1] and len(ran) == 6
