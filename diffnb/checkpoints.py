@@ -12,7 +12,8 @@ A run lives in ``checkpoints/<profile>/<arch>-<run key>/``:
 Kept compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
 reader gets real samples") are found too, so a reader without a GPU samples the full run's models:
 their bytes are kept in git history and written there from it on first use (:func:`materialize_kept`;
-``diffnb.weights`` keeps and commits them).
+``diffnb.weights`` keeps and commits them). ``DIFFNB_TRAIN_ANEW=1`` leaves them unused: a reader
+with a GPU trains every model on it (:func:`train_anew`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from diffnb.results import atomic_path, atomic_write
 
 FORMAT = 1
 KEPT_MANIFEST = "MANIFEST.json"   # beside the kept weights: sha256 and git blob id per file
+TRAIN_ANEW_ENV = "DIFFNB_TRAIN_ANEW"
 
 
 class CheckpointError(RuntimeError):
@@ -38,6 +40,16 @@ class CheckpointError(RuntimeError):
 
 def root() -> Path:
     return Path(os.environ.get("DIFFNB_CHECKPOINTS", runtime.project_root() / "checkpoints"))
+
+
+def train_anew() -> bool:
+    """``DIFFNB_TRAIN_ANEW=1``: kept weights are not used, so every model is trained (or resumed)
+    in this machine's ``checkpoints/``. Read in each process, the notebooks' kernels too."""
+    value = os.environ.get(TRAIN_ANEW_ENV, "").strip().lower()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{TRAIN_ANEW_ENV}={value!r}: use 1 (train every model here, leaving the "
+                         "kept weights under weights/ unused) or 0 (the default)")
+    return value == "1"
 
 
 def run_dir(preset: Preset, profile: runtime.Profile) -> Path:
@@ -110,14 +122,14 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
                materialize: bool = True) -> Path | None:
     """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, kept
     (``weights/``; written from git history first when ``materialize`` and its manifest lists
-    it, see :func:`materialize_kept`)."""
+    it, see :func:`materialize_kept`), unless :func:`train_anew`."""
     epochs = preset.train.epochs
     folder = run_dir(preset, profile)
-    kept = committed_path(preset, profile, epochs=epochs)
+    kept = None if train_anew() else committed_path(preset, profile, epochs=epochs)
     for path in (folder / final_name(epochs), folder / final_name(epochs, half=True), kept):
-        if path.exists():
+        if path is not None and path.exists():
             return path
-    return materialize_kept(kept) if materialize else None
+    return materialize_kept(kept) if materialize and kept is not None else None
 
 
 def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
@@ -125,7 +137,7 @@ def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
     checkpoint here, else from its kept weights' manifest entry (``weights keep`` records it),
     else from the kept file written back. None when the run has not finished."""
     found = find_final(preset, profile, materialize=False)
-    if found is None:
+    if found is None and not train_anew():
         kept = committed_path(preset, profile, epochs=preset.train.epochs)
         entry = _kept_entry(kept)
         if entry is not None and "valid_loss" in entry:

@@ -152,6 +152,18 @@ def test_notebook_04s_pick_writes_back_only_the_picked_kept_model(repo, tmp_path
     for k, v in best.denoiser.state_dict().items():
         torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
 
+    # a reader with a GPU who trains every model: the kept ones, written back or not, go unused
+    monkeypatch.setenv(checkpoints.TRAIN_ANEW_ENV, "1")
+    assert checkpoints.find_final(config.scaled(best.preset, TINY), TINY) is None
+    assert checkpoints.final_valid_loss(config.scaled(best.preset, TINY), TINY) is None
+    assert training.best_final(["t_short", "t_long"], profile=TINY, device="cpu") is None
+    monkeypatch.setattr(training, "train", lambda preset, **k: ("trained", preset.name))
+    assert training.load_or_train(best.preset.name, profile=TINY, device="cpu") == \
+        ("trained", best.preset.name)
+    monkeypatch.setenv(checkpoints.TRAIN_ANEW_ENV, "yes")
+    with pytest.raises(ValueError, match="DIFFNB_TRAIN_ANEW='yes': use 1"):
+        checkpoints.find_final(config.scaled(best.preset, TINY), TINY)
+
 
 def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, monkeypatch,
                                                                small_group):
