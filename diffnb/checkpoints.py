@@ -132,6 +132,15 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
     return materialize_kept(kept) if materialize and kept is not None else None
 
 
+def is_finished(preset: Preset, profile: runtime.Profile) -> bool:
+    """Whether the preset's run finished here or is kept (its manifest lists the weights, unless
+    :func:`train_anew`), writing nothing back."""
+    if find_final(preset, profile, materialize=False) is not None:
+        return True
+    return not train_anew() and \
+        _kept_entry(committed_path(preset, profile, epochs=preset.train.epochs)) is not None
+
+
 def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
     """The last validation loss of the preset's finished run, writing nothing back: from its
     checkpoint here, else from its kept weights' manifest entry (``weights keep`` records it),

@@ -163,10 +163,8 @@ def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list
     A training stage expected to need more than is left is not started when a fresh session
     could finish it (``stages.session_start``); the stages after it still run.
 
-    ``again``: the selected stages' records are dropped first (and saved so), so they run
-    again, now or, if cut, in the next command, reusing the models and scores that still match:
-    a fresh clone trains its models anew, a checkout that has them reuses them (remove
-    ``checkpoints/<profile>/`` to train anew there too)."""
+    ``again``: the selected stages' records are dropped (and saved so: a cut run goes on without
+    it), except trainings whose models are here or kept (``stages.trained_here``)."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
@@ -188,11 +186,13 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     lacks = stages.celeba_lacks()
     if lacks and (not only or any(fnmatch.fnmatch(stages.CELEBA_STAGE.name, pat) for pat in only)):
         print(f"pipeline: {stages.CELEBA_STAGE.name} is not planned: this machine lacks {lacks}")
-    dropped = [s.name for s in queue if again and state["stages"].pop(s.name, None) is not None]
-    if dropped:
+    redo = [s.name for s in queue if again and s.name in state["stages"]
+            and not stages.trained_here(s, profile)]   # a training here would only load its models
+    if redo:
+        state["stages"] = {k: v for k, v in state["stages"].items() if k not in redo}
         stages.save_state(profile, state)
-        print(f"pipeline: --again: {len(dropped)} finished stages run again, reusing the models "
-              "and scores that still match")
+        print(f"pipeline: --again: {len(redo)} finished stages run again, reusing the scores that "
+              "still match; trainings whose models are here keep their record (see --again)")
     ran_here, failed = 0, []
     for stage in queue:
         if stage.name in state["stages"]:
@@ -275,7 +275,9 @@ def main(argv=None) -> None:
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--again", action="store_true", help="run the (--only) stages again, though "
-                   "recorded as done; the models and scores that still match are reused")
+                   "recorded as done, reusing the scores that still match; a training whose "
+                   "models are in checkpoints/<profile>/, or kept under weights/ (unless "
+                   "DIFFNB_TRAIN_ANEW=1), is not run again")
     p.add_argument("--device", default=None)
     p.add_argument("--compile", default="", help="torch.compile mode for training, e.g. "
                    "'default' or 'reduce-overhead' (CUDA graphs); empty: eager")

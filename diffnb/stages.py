@@ -105,6 +105,13 @@ def trained_presets(profile: runtime.Profile) -> list[str]:
     return [name for s in plan(profile) if s.kind == "train" for name in s.presets]
 
 
+def trained_here(stage: Stage, profile: runtime.Profile) -> bool:
+    """A training stage whose every model is finished here or kept (checkpoints.is_finished):
+    run again, it would only load them, so ``pipeline --again`` keeps its record."""
+    return stage.kind == "train" and all(checkpoints.is_finished(
+        config.scaled(config.get_preset(n), profile), profile) for n in stage.presets)
+
+
 def reads_models(stage: Stage, profile: runtime.Profile) -> tuple[str, ...]:
     """The trained presets a stage samples from (they must be finished before it starts); the
     notebooks read every one (a notebook would otherwise train a missing model itself)."""

@@ -497,3 +497,16 @@ def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
     assert "--again" not in capsys.readouterr().out          # something ran: no hint
     pipeline.main(["tiny", "--only", only[1], "--again", "--device", "cpu"])
     assert ran[-1] == only[1] and len(ran) == 6
+
+    # a training whose model is here would only load it: --again keeps its record and seconds
+    from diffnb import checkpoints, config
+
+    base_1 = config.scaled(config.get_preset("base_1"), tiny)
+    folder = checkpoints.run_dir(base_1, tiny)
+    pipeline.run(tiny, only=["train:*"], device="cpu")
+    assert not stages.trained_here(stages.Stage("train:base_1", "train", ("base_1",)), tiny)
+    folder.mkdir(parents=True)
+    (folder / checkpoints.final_name(base_1.train.epochs)).touch()   # what find_final looks for
+    ran.clear()
+    pipeline.run(tiny, only=["train:*"], device="cpu", again=True)
+    assert "train:base_1" not in ran and "train:class_2+class_4" in ran

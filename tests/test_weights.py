@@ -145,6 +145,7 @@ def test_notebook_04s_pick_writes_back_only_the_picked_kept_model(repo, tmp_path
     monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained a kept model"))
     assert not list((clone / "weights/tiny").glob("*.half.pt"))
+    assert all(checkpoints.is_finished(config.scaled(t.preset, TINY), TINY) for t in trained)
     picked = training.best_final(["t_short", "t_long"], profile=TINY, device="cpu")
     assert (picked.preset.name, picked.profile) == (best.preset.name, "tiny")
     assert [p.name for p in (clone / "weights/tiny").glob("*.half.pt")] == \
@@ -156,6 +157,7 @@ def test_notebook_04s_pick_writes_back_only_the_picked_kept_model(repo, tmp_path
     monkeypatch.setenv(checkpoints.TRAIN_ANEW_ENV, "1")
     assert checkpoints.find_final(config.scaled(best.preset, TINY), TINY) is None
     assert checkpoints.final_valid_loss(config.scaled(best.preset, TINY), TINY) is None
+    assert not checkpoints.is_finished(config.scaled(best.preset, TINY), TINY)
     assert training.best_final(["t_short", "t_long"], profile=TINY, device="cpu") is None
     monkeypatch.setattr(training, "train", lambda preset, **k: ("trained", preset.name))
     assert training.load_or_train(best.preset.name, profile=TINY, device="cpu") == \
