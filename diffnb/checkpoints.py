@@ -118,6 +118,11 @@ def is_compact(blob: dict) -> bool:
     return blob.get("kind") == "half"
 
 
+def _kept_path(preset: Preset, profile: runtime.Profile) -> Path | None:
+    """Where the preset's finished weights are kept (listed or not); None when :func:`train_anew`."""
+    return None if train_anew() else committed_path(preset, profile, epochs=preset.train.epochs)
+
+
 def find_final(preset: Preset, profile: runtime.Profile, *,
                materialize: bool = True) -> Path | None:
     """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, kept
@@ -125,7 +130,7 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
     it, see :func:`materialize_kept`), unless :func:`train_anew`."""
     epochs = preset.train.epochs
     folder = run_dir(preset, profile)
-    kept = None if train_anew() else committed_path(preset, profile, epochs=epochs)
+    kept = _kept_path(preset, profile)
     for path in (folder / final_name(epochs), folder / final_name(epochs, half=True), kept):
         if path is not None and path.exists():
             return path
@@ -135,19 +140,17 @@ def find_final(preset: Preset, profile: runtime.Profile, *,
 def is_finished(preset: Preset, profile: runtime.Profile) -> bool:
     """Whether the preset's run finished here or is kept (its manifest lists the weights, unless
     :func:`train_anew`), writing nothing back."""
-    if find_final(preset, profile, materialize=False) is not None:
-        return True
-    return not train_anew() and \
-        _kept_entry(committed_path(preset, profile, epochs=preset.train.epochs)) is not None
+    kept = _kept_path(preset, profile)
+    return find_final(preset, profile, materialize=False) is not None or \
+        (kept is not None and _kept_entry(kept) is not None)
 
 
 def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
     """The last validation loss of the preset's finished run, writing nothing back: from its
     checkpoint here, else from its kept weights' manifest entry (``weights keep`` records it),
     else from the kept file written back. None when the run has not finished."""
-    found = find_final(preset, profile, materialize=False)
-    if found is None and not train_anew():
-        kept = committed_path(preset, profile, epochs=preset.train.epochs)
+    found, kept = find_final(preset, profile, materialize=False), _kept_path(preset, profile)
+    if found is None and kept is not None:
         entry = _kept_entry(kept)
         if entry is not None and "valid_loss" in entry:
             return float(entry["valid_loss"])
