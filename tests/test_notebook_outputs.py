@@ -466,7 +466,7 @@ def test_saved_figure_shows_a_path_relative_to_the_repository(tmp_path, monkeypa
                              provenance={"seed": 7, "samples": 4, "solver": "heun", "steps": 9})
     assert isinstance(path, Path) and path.exists() and path.is_absolute()
     profile = runtime.profile().name
-    where = "figures/" + ("" if profile == "full" else profile + "/") + "s06_repr_test.png"
+    where = f"figures/{subfolder(profile)}s06_repr_test.png"
     # the path, then its provenance from the sidecar: what a reader needs beside the figure
     assert repr(path) == f"{where} (profile {profile}, {runtime.device_name()}, seed 7, 4 samples, heun 9 steps)"
     assert plots.caption(json.loads(path.with_suffix(".json").read_text())) in repr(path)
