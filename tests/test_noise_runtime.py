@@ -178,35 +178,3 @@ def test_a_saved_table_has_its_three_files_and_a_path_relative_to_the_repository
     assert meta["seed"] == 3 and meta["rows"] == 2 and meta["profile"] == "tiny"
     assert meta["commit"] == runtime.code_commit() and meta["torch"] == torch.__version__
     assert results.relative(tmp_path.parent / "elsewhere.csv") == "elsewhere.csv"
-
-
-def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_outputs(tmp_path, monkeypatch):
-    import subprocess
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    for path in ("diffnb/a.py", "figures/s03_x.json", "notebooks/01.ipynb", "README.md"):
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("1\n")
-    git("init", "-q")
-    git("-c", "user.email=t@example.org", "-c", "user.name=t", "add", ".")
-    git("-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-q", "-m", "x")
-    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
-    monkeypatch.delenv(runtime.COMMIT_ENV, raising=False)
-
-    def commit():
-        runtime.code_commit.cache_clear()
-        return runtime.code_commit()
-    try:
-        head = git("rev-parse", "HEAD")
-        for path in ("figures/s03_x.json", "notebooks/01.ipynb", "README.md"):
-            (tmp_path / path).write_text("2\n")                # what a run rewrites
-        (tmp_path / "diffnb/new.py").write_text("untracked\n")
-        assert commit() == head
-        (tmp_path / "diffnb/a.py").write_text("2\n")
-        assert commit() == head + "+dirty"
-        monkeypatch.setenv(runtime.COMMIT_ENV, "abc123")      # a tree without its history
-        assert commit() == "abc123"
-    finally:
-        runtime.code_commit.cache_clear()

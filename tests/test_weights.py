@@ -226,6 +226,29 @@ def test_an_unfinished_run_goes_on_in_a_fresh_clone_from_its_kept_resume_point(
     assert weights.read_manifest(TINY)["resume"] == {} and kept      # finished: models kept
 
 
+def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_outputs(repo, monkeypatch):
+    """runtime.code_commit, which the manifest above and every sidecar record: ``+dirty`` only
+    for changed code, not for the figures, notebooks and README a run rewrites."""
+    for path in ("diffnb/a.py", "figures/s03_x.json", "notebooks/01.ipynb", "README.md"):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("1\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "code and outputs")
+
+    def commit():
+        runtime.code_commit.cache_clear()                    # the fixture clears it afterwards
+        return runtime.code_commit()
+    head = _git(repo, "rev-parse", "HEAD")
+    for path in ("figures/s03_x.json", "notebooks/01.ipynb", "README.md"):
+        (repo / path).write_text("2\n")                     # what a run rewrites
+    (repo / "diffnb/new.py").write_text("untracked\n")
+    assert commit() == head
+    (repo / "diffnb/a.py").write_text("2\n")
+    assert commit() == head + "+dirty"
+    monkeypatch.setenv(runtime.COMMIT_ENV, "abc123")          # a tree without its history
+    assert commit() == "abc123"
+
+
 def test_blob_ids_are_gits(tmp_path):
     (tmp_path / "f").write_bytes(b"some bytes\x00\xff")
     _git(tmp_path, "init", "-q")
