@@ -1,36 +1,37 @@
 """Checkpoints of a training run: full ones to resume from, compact fp16 ones to sample from.
 
-A run lives in ``checkpoints/<profile>/<arch>-<run key>/``:
+A run lives in ``checkpoints/<profile>/<arch>-<run key>/`` (git-ignored):
   ``last.pt``          written atomically after every epoch (weights, EMA, optimizer, scheduler,
                        history): an interrupted run resumes from it;
   ``eNNNN.pt``         the same, kept when the run reaches its NNNN epochs;
-  ``eNNNN.half.pt``    the finished weights only (model and EMA in fp16, history, sigma_data):
-                       what travels back from a GPU machine (``diffnb.transport``) and what a CPU
-                       reader needs to sample. Results are always computed from the fp16-rounded
-                       weights (:func:`round_half`), so a full and a compact checkpoint give the
-                       same samples and the same FID.
-Kept compact weights (``weights/<profile>/<arch>-<run key>-eNNNN.half.pt``, issue "a CPU
-reader gets real samples") are found too, so a reader without a GPU samples the full run's models:
-their bytes are kept in git history and written there from it on first use (:func:`materialize_kept`;
-``diffnb.weights`` keeps and commits them). ``DIFFNB_TRAIN_ANEW=1`` leaves them unused: a reader
-with a GPU trains every model on it (:func:`train_anew`).
+  ``eNNNN.half.pt``    the finished weights only (model and EMA in fp16, history, sigma_data).
+Results are always computed from the fp16-rounded weights (:func:`round_half`), so a full and a
+compact checkpoint give the same samples and the same FID.
+
+The repository keeps finished models as plain files (``diffnb.weights`` writes them):
+``weights/<profile>/<preset>.safetensors`` with a ``MANIFEST.json`` of sha256s, and the resume
+point of a training cut by a deadline, ``weights/<profile>/<run>.resume.pt``. Both are found
+here: a reader samples the kept models without training, and a cut training goes on from its
+kept resume point. ``DIFFNB_TRAIN_ANEW=1`` leaves them unused (:func:`train_anew`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import torch
 
-from diffnb import config, gitstore, runtime
+from diffnb import config, runtime
 from diffnb.config import Preset
-from diffnb.results import atomic_path, atomic_write
+from diffnb.results import atomic_path
 
 FORMAT = 1
-KEPT_MANIFEST = "MANIFEST.json"   # beside the kept weights: sha256 and git blob id per file
+KEPT_MANIFEST = "MANIFEST.json"   # beside the kept weights: sha256, provenance, losses per file
+KEPT_SUFFIX = ".safetensors"      # weights/<profile>/<preset>.safetensors: fp16 weights
+RESUME_SUFFIX = ".resume.pt"      # weights/<profile>/<run>.resume.pt: a cut training's last.pt
+RESTORE_HINT = "restore the committed files with `git checkout -- weights/`"
 TRAIN_ANEW_ENV = "DIFFNB_TRAIN_ANEW"
 
 
@@ -60,9 +61,28 @@ def final_name(epochs: int, *, half: bool = False) -> str:
     return f"e{epochs:04d}.half.pt" if half else f"e{epochs:04d}.pt"
 
 
-def committed_path(preset: Preset, profile: runtime.Profile, *, epochs: int) -> Path:
-    name = f"{preset.model.arch}-{config.run_key(preset)}-{final_name(epochs, half=True)}"
-    return runtime.project_root() / "weights" / profile.name / name
+def kept_dir(profile: runtime.Profile) -> Path:
+    """Where the repository keeps a profile's finished models (``diffnb.weights``)."""
+    return runtime.project_root() / "weights" / profile.name
+
+
+def kept_path(preset: Preset, profile: runtime.Profile) -> Path:
+    return kept_dir(profile) / f"{preset.name}{KEPT_SUFFIX}"
+
+
+def kept_resume_path(folder: Path) -> Path:
+    """The kept resume point of the run in ``folder`` (``checkpoints/<profile>/<run>``)."""
+    return runtime.project_root() / "weights" / folder.parent.name / f"{folder.name}{RESUME_SUFFIX}"
+
+
+def read_kept_manifest(profile: runtime.Profile) -> dict:
+    path = kept_dir(profile) / KEPT_MANIFEST
+    if not path.exists():
+        return {"profile": profile.name, "files": {}, "resume": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); {RESTORE_HINT}") from err
 
 
 def save(blob: dict, path: Path) -> None:
@@ -72,6 +92,9 @@ def save(blob: dict, path: Path) -> None:
 
 
 def load(path: Path) -> dict:
+    """A checkpoint: full or compact (``.pt``), or kept weights (``.safetensors``, checked)."""
+    if Path(path).suffix == KEPT_SUFFIX:
+        return load_kept(Path(path))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -118,88 +141,85 @@ def is_compact(blob: dict) -> bool:
     return blob.get("kind") == "half"
 
 
-def _kept_path(preset: Preset, profile: runtime.Profile) -> Path | None:
-    """Where the preset's finished weights are kept (listed or not); None when :func:`train_anew`."""
-    return None if train_anew() else committed_path(preset, profile, epochs=preset.train.epochs)
+def _kept_entry(preset: Preset, profile: runtime.Profile) -> dict | None:
+    """The manifest entry of the preset's kept weights, if they are this configuration's;
+    None when :func:`train_anew`, or when none are kept (or only another configuration's of
+    the same name, e.g. a preset changed with ``--set``)."""
+    if train_anew():
+        return None
+    entry = read_kept_manifest(profile)["files"].get(kept_path(preset, profile).name)
+    return entry if entry is not None and entry.get("run_key") == config.run_key(preset) \
+        else None
 
 
-def find_final(preset: Preset, profile: runtime.Profile, *,
-               materialize: bool = True) -> Path | None:
-    """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full, compact, kept
-    (``weights/``; written from git history first when ``materialize`` and its manifest lists
-    it, see :func:`materialize_kept`), unless :func:`train_anew`."""
+def find_final(preset: Preset, profile: runtime.Profile) -> Path | None:
+    """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full or compact in the
+    run's folder, else the kept weights (``weights/<profile>/<preset>.safetensors``) unless
+    :func:`train_anew`. A kept file that its manifest lists but that is missing is an error."""
     epochs = preset.train.epochs
     folder = run_dir(preset, profile)
-    kept = _kept_path(preset, profile)
-    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True), kept):
-        if path is not None and path.exists():
+    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True)):
+        if path.exists():
             return path
-    return materialize_kept(kept) if materialize and kept is not None else None
+    if _kept_entry(preset, profile) is None:
+        return None
+    path = kept_path(preset, profile)
+    if not path.exists():
+        raise CheckpointError(f"{path} is listed in {KEPT_MANIFEST} but missing; {RESTORE_HINT}")
+    return path
 
 
 def is_finished(preset: Preset, profile: runtime.Profile) -> bool:
-    """Whether the preset's run finished here or is kept (its manifest lists the weights, unless
-    :func:`train_anew`), writing nothing back."""
-    kept = _kept_path(preset, profile)
-    return find_final(preset, profile, materialize=False) is not None or \
-        (kept is not None and _kept_entry(kept) is not None)
+    """Whether the preset's run finished here or is kept (unless :func:`train_anew`)."""
+    return find_final(preset, profile) is not None
 
 
 def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
-    """The last validation loss of the preset's finished run, writing nothing back: from its
-    checkpoint here, else from its kept weights' manifest entry (``weights keep`` records it),
-    else from the kept file written back. None when the run has not finished."""
-    found, kept = find_final(preset, profile, materialize=False), _kept_path(preset, profile)
-    if found is None and kept is not None:
-        entry = _kept_entry(kept)
-        if entry is not None and "valid_loss" in entry:
-            return float(entry["valid_loss"])
-        found = materialize_kept(kept)
-    return None if found is None else float(load(found)["history"]["valid_loss"][-1])
+    """The last validation loss of the preset's finished run, from its checkpoint here, else from
+    its kept weights' manifest entry. None when the run has not finished."""
+    folder = run_dir(preset, profile)
+    for path in (folder / final_name(preset.train.epochs),
+                 folder / final_name(preset.train.epochs, half=True)):
+        if path.exists():
+            return float(load(path)["history"]["valid_loss"][-1])
+    entry = _kept_entry(preset, profile)
+    return None if entry is None else float(entry["valid_loss"])
 
 
-def kept_entries(manifest: dict) -> dict[str, dict]:
-    """Every file a kept-weights manifest lists, by name: the weights (``files``) and the resume
-    points (``resume``, ``diffnb.resume``); the entries themselves, not copies."""
-    return {**manifest.get("files", {}), **manifest.get("resume", {})}
+def load_kept(path: Path) -> dict:
+    """A kept safetensors file as a compact checkpoint, after checking its sha256 against the
+    manifest beside it: a corrupt or changed file is refused, naming it and how to restore it."""
+    from safetensors.torch import load as load_tensors
 
-
-def _kept_entry(path: Path) -> dict | None:
-    mpath = path.parent / KEPT_MANIFEST
-    return kept_entries(json.loads(mpath.read_text()) if mpath.exists() else {}).get(path.name)
-
-
-def materialize_kept(path: Path) -> Path | None:
-    """Write a kept file (weights, or a resume point: ``diffnb.resume``) back from git history
-    when its folder's manifest lists it; None when
-    it does not, or when there is no repository here (a tree copied to a borrowed GPU, which
-    gets the weights it needs carried). Raises :class:`CheckpointError` with what to do when
-    the repository lacks the bytes (a shallow clone)."""
-    mpath = path.parent / KEPT_MANIFEST
-    entry = _kept_entry(path)
+    manifest = path.parent / KEPT_MANIFEST
+    entries = json.loads(manifest.read_text())["files"] if manifest.exists() else {}
+    entry = entries.get(path.name)
     if entry is None:
-        return None
-    root = runtime.project_root()
-    if not gitstore.available(root):
-        warnings.warn(f"{path.name} is kept in git history, but {root} is not a git checkout: "
-                      "not used here", stacklevel=2)
-        return None
-    try:
-        data = gitstore.read_blob(root, entry["blob"])
-    except gitstore.GitStoreError as err:
-        raise CheckpointError(f"{path.name} is listed in {mpath} but cannot be read back: "
-                              f"{err}") from err
+        raise CheckpointError(f"{path} is not listed in {manifest}: it is not a kept file of this "
+                              f"repository; delete it, or {RESTORE_HINT}")
+    data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CheckpointError(f"{path.name} read back from git does not match the sha256 in "
-                              f"{mpath}: the manifest is out of date; see `python -m "
-                              f"diffnb.weights check {path.parent.name}`")
-    return atomic_write(path, data)
+        raise CheckpointError(f"{path} does not match the sha256 in {manifest}: the file is "
+                              f"corrupt or was changed; {RESTORE_HINT}")
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    meta = {k: json.loads(v) for k, v in header.get("__metadata__", {}).items()}
+    tensors = load_tensors(data)
+    parts = {part: {k[len(part) + 1:]: v for k, v in tensors.items()
+                    if k.startswith(part + ".")} or None for part in ("model", "ema")}
+    if meta.get("run_key") != entry.get("run_key"):
+        raise CheckpointError(f"{path} holds run {meta.get('run_key')} but {manifest} lists "
+                              f"{entry.get('run_key')}; {RESTORE_HINT}")
+    return {"format": FORMAT, "kind": "half", **meta, **parts}
 
 
 def latest_start(folder: Path, epochs: int) -> Path | None:
-    """The full checkpoint to resume from: ``last.pt`` if not past ``epochs``, else the longest
-    finished snapshot shorter than ``epochs`` (a longer constant-LR run continues a shorter one)."""
+    """The full checkpoint to resume from: the latest of ``last.pt``, the finished snapshots
+    (a longer constant-LR run continues a shorter one) and the kept resume point (a training cut
+    on another machine), that is not past ``epochs``."""
     candidates = [folder / "last.pt"] if (folder / "last.pt").exists() else []
+    kept = kept_resume_path(folder)
+    if kept.exists() and not train_anew():
+        candidates.append(kept)
     candidates += sorted(p for p in folder.glob("e*.pt") if not p.name.endswith(".half.pt"))
     best, best_epoch = None, -1
     for path in candidates:
@@ -243,7 +263,8 @@ def state_blob(st, preset: Preset, *, profile: runtime.Profile) -> dict:
             "ema": st.ema.state_dict() if st.ema is not None else None,
             "optimizer": st.opt.state_dict(), "scheduler": st.sched.state_dict(),
             "history": st.history, "rng": {"torch": torch.get_rng_state()},
-            "trained_on": {"device": runtime.device_name(), "torch": str(torch.__version__),
+            "trained_on": {"device": runtime.device_name(), "cpu": runtime.cpu_model(),
+                           "torch": str(torch.__version__),
                            "commit": runtime.code_commit()}}
 
 

@@ -148,7 +148,8 @@ def scaled(preset: Preset, profile: runtime.Profile | None = None) -> Preset:
         raise ValueError(f"preset {preset.name!r} is already scaled to the {preset.profile!r} "
                          f"profile; scale the unscaled preset to {profile.name!r} instead")
     train = preset.train
-    epochs = max(1, round(train.epochs * profile.epochs_scale))
+    epochs = dict(profile.epochs).get(preset.name,
+                                      max(1, round(train.epochs * profile.epochs_scale)))
     train = replace(train, epochs=epochs,
                     epoch_images=profile.epoch_images or train.epoch_images,
                     valid_images=profile.valid_images or train.valid_images)
@@ -211,8 +212,8 @@ for _p in IMPROVEMENT_PRESETS:
 # splits and sigma_data (diffnb.datasets). 9.2M weights, 10.4 GFLOP per forward pass.
 # Batch 128 at lr 7e-4 (the full profile's batch 256: lr 1e-3 by the square-root rule).
 # Full profile on one H200: 40 epochs of 160k images at batch 256 = 6.4M images x 3 x 10.4 GFLOP
-# = 199 PFLOP (flops.preset_train_flops), ~13 min at the queue's assumed 250 TFLOP/s in bf16 (two
-# or three of the GPU runbook's 10-minute commands: training resumes at the last epoch).
+# = 199 PFLOP (flops.preset_train_flops), ~13 min at the queue's assumed 250 TFLOP/s in bf16 (a
+# run cut by --deadline resumes at its last epoch).
 _CELEBA_UNET = ModelConfig(arch="unet", nb_channels=64, num_blocks=2, cond_channels=256,
                            channel_mult=(1, 2, 2, 2), attention=True, image_channels=3,
                            image_size=64, num_attributes=3)

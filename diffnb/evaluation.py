@@ -91,8 +91,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     gen.plan([d for pr in protocols for d in fid.draws(pr, seed=seed, class_conditional=cc,
                                                         **sizes[pr])])
     t0 = time.perf_counter()
-    out = {**provenance(**want), "fid_weights": fid.weights_kind(),
-           "title": preset.title, "params": preset.params_text,
+    out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
            "sampler_label": spec.label, "epochs": preset.train.epochs,
            "train_seconds": float(sum(trained.history["epoch_seconds"])),
            "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
@@ -121,8 +120,8 @@ def load_scores(names, *, tag: str = "") -> dict[str, dict]:
 
 
 def fid_weights(scores: dict[str, dict]) -> str:
-    """Which Inception weights made ``scores``: "fp32" (pytorch-fid's, exact; also every score
-    made before the field existed) or "fp16" (the copy carried to a borrowed GPU)."""
+    """Which Inception weights made ``scores``: "fp32" (pytorch-fid's, exact: every score
+    written without a ``fid_weights`` field) unless a score's field names another kind."""
     kinds = sorted({s.get("fid_weights", "fp32") for s in scores.values()})
     return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
 

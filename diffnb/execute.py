@@ -20,8 +20,8 @@ def notebooks() -> list[Path]:
     return sorted((runtime.project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-# Read as plain JSON, not with nbformat: the run queue and the pack call these on a GPU machine
-# that may not have received the carried packages yet.
+# Read as plain JSON, not with nbformat: the run queue calls these on a machine that may lack
+# the notebook packages (its notebooks stage then waits for them).
 
 def saved_profile(path: Path) -> str | None:
     """The profile a saved notebook's outputs come from (None: not executed by diffnb)."""

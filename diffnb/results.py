@@ -28,7 +28,7 @@ def provenance(**extra) -> dict:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
-    The one atomic writer of the package (checkpoints, figures, tables, caches, packs): a reader
+    The one atomic writer of the package (checkpoints, figures, tables, caches): a reader
     sees the old file or the whole new one, never a truncated one, and two processes writing the
     same file at once (two kernels on one checkpoint folder) each rename a whole file, the last
     one wins. The temporary name carries the process and thread, so concurrent writers never

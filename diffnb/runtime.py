@@ -42,6 +42,7 @@ class Profile:
     heun_steps: int = 18            # Heun steps of notebook 06 (EDM's 18 for 32x32: NFE 35)
     bench_steps: int = 200          # benchmarks/train_speed.py: timed steps of diffnb's loop
     bench_batch: int = 512          # ... at this batch (the naive loop: the same images by 32)
+    epochs: tuple[tuple[str, int], ...] = ()  # (preset, epochs) pairs that replace epochs_scale
 
 
 PROFILES = {
@@ -61,13 +62,24 @@ PROFILES = {
                      sampler_steps=5, floor_ns=(4, 8, 16, 32, 64),
                      nfe_steps={"euler": (5, 10), "heun": (3, 6)}, max_train_batch=32,
                      heun_steps=3, bench_steps=2, bench_batch=32),
-    # The CI rehearsal of the GPU run queue (tests/test_pipeline.py): seconds, not minutes.
+    # The run queue end to end in the tests (tests/test_pipeline.py): seconds, not minutes.
     "tiny": Profile(name="tiny", epochs_scale=0.04, epoch_images=64, valid_images=64,
                     grid_samples=4, per_class_samples=2, fid_report_per_class=3,
                     fid_standard_n=20, fid_standard_per_class=2, fid_test_n=40,
                     sampler_steps=4, floor_ns=(4, 8), nfe_steps={"euler": (2,), "heun": (2,)},
                     heun_steps=2, bench_steps=1, bench_batch=32),
 }
+
+# Two CPU cores (docs/cpu-profile.md): the report's recipe (batch 32, lr 1e-3) for 3 of its 50
+# epochs (class_3/class_4: 6 of 100), notebook 06's models at their batch 128; the best of them,
+# unet_attn_cfg, 7 epochs. Every score at the report's and the standard protocol's sizes.
+PROFILES["cpu"] = Profile(name="cpu", epochs_scale=0.06, epoch_images=None, valid_images=None,
+                          grid_samples=64, per_class_samples=64, fid_report_per_class=64,
+                          fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
+                          sampler_steps=50, floor_ns=(16, 64, 256, 1024, 5000),
+                          nfe_steps={"euler": (10, 18, 35, 50), "heun": (6, 10, 18, 26)},
+                          heun_steps=18, bench_steps=20, bench_batch=64,
+                          epochs=(("unet_attn_cfg", 7),))
 
 # The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".
 PROFILES["full-b32"] = replace(PROFILES["full"], name="full-b32", train_batch=None)
@@ -132,15 +144,27 @@ def _checked(name: str | torch.device, *, what: str, unset: str) -> torch.device
 
 
 def profile() -> Profile:
-    """The run profile: ``DIFFNB_PROFILE``, else ``full`` with CUDA and ``quick`` without."""
+    """The run profile: ``DIFFNB_PROFILE``, else ``cpu`` once the repository keeps every model
+    of it (``weights/cpu/MANIFEST.json`` says ``complete``), GPU or not, else ``quick``."""
     name = os.environ.get(PROFILE_ENV, "").strip().lower()
     if not name:
-        name = "full" if device().type == "cuda" else "quick"
+        name = "cpu" if kept_complete("cpu") else "quick"
     if name not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={name!r} is not a profile; "
-                         f"use one of {sorted(PROFILES)} (or unset it for the default: full "
-                         f"with CUDA, quick without).")
+                         f"use one of {sorted(PROFILES)} (or unset it for the default: cpu "
+                         f"once its weights are kept, else quick).")
     return PROFILES[name]
+
+
+def kept_complete(name: str) -> bool:
+    """Whether ``weights/<name>/`` keeps every model the profile trains (``diffnb.weights``)."""
+    import json
+
+    path = project_root() / "weights" / name / "MANIFEST.json"
+    try:
+        return bool(json.loads(path.read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
 
 
 _read_profile = profile  # for functions whose ``profile`` argument hides the function
@@ -202,8 +226,8 @@ def cache_dir(name: str) -> Path:
 
 def stamps_dir() -> Path:
     """Stamps of results computed by this checkout (``outputs_root()/.cache/scores``, ignored):
-    a committed result is reused only where a stamp says it was computed here or unpacked from
-    this checkout's own GPU run; a fresh clone recomputes every number."""
+    a committed result is reused only where a stamp says it was computed here; a fresh clone
+    recomputes every number."""
     path = outputs_root() / ".cache" / "scores"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -221,12 +245,62 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
 
 @lru_cache(maxsize=1)
 def cpu_bf16_fast() -> bool:
-    """Whether bf16 beats fp32 on this CPU: only with AMX's bf16 matrix units (``amx_bf16``).
-    With AVX-512 BF16 but no AMX it is slower (a 2-core Xeon, 2026-12-01: a class_2 training
-    step at batch 32 took 2.88 s in bf16 against 1.82 s in fp32; 64 samples x 5 steps 10.0 s
-    against 8.8 s); on AVX2-only CPUs bf16 is emulated and far slower (a class_1 step 122 s
-    against 13 s on a 2-core AMD EPYC)."""
-    return "amx_bf16" in cpu_flags()
+    """Whether bf16 beats fp32 on this CPU. With AMX (``amx_bf16``) it does (3.5-5.8x for a
+    training step on a 2-core Xeon); without AVX-512 BF16 it is emulated and far slower (a class_1
+    step 122 s against 13 s on an AVX2 EPYC). With AVX-512 BF16 alone it depends on the chip (a
+    Xeon: 1.6x slower; a Zen 4 EPYC: 2.4x faster), so it is measured: a 3x3 convolution's forward
+    and backward, as in training, timed in both, about a second once per process."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return True
+    if "avx512_bf16" not in flags:
+        return False
+    return _bf16_speedup() > 1.2
+
+
+def _bf16_speedup() -> float:
+    import time
+
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(32, 128, 16, 16).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+
+    def best(amp: bool) -> float:
+        times = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                conv(x).float().sum().backward()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # per-core kernel speed: the other core may be busy
+    try:
+        return best(False) / best(True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The CPU as provenance: its model name, its bf16 units and its cores, e.g. "AMD EPYC
+    (family 25 model 17; AVX-512 BF16; 2 cores)"."""
+    import platform
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    units = "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags \
+        else "no native bf16"
+    family = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; "
+    return (f"{fields.get('model name', 'unknown CPU')} ({family}{units}; "
+            f"{os.cpu_count()} cores)")
 
 
 def default_amp(dev: torch.device) -> bool:
@@ -259,8 +333,8 @@ CODE_PATHS = ("diffnb", "scripts", "benchmarks", "pyproject.toml", "requirements
 
 @lru_cache(maxsize=1)
 def code_commit() -> str:
-    """The git commit this code is (``DIFFNB_COMMIT`` where the tree travelled without its
-    history, as to a borrowed GPU), with ``+dirty`` for uncommitted changes to the code
+    """The git commit this code is (``DIFFNB_COMMIT`` where the code runs outside its git
+    history, e.g. a copy of the tree), with ``+dirty`` for uncommitted changes to the code
     (``CODE_PATHS``; the figures, results and notebooks a run rewrites do not count); "unknown"
     outside a checkout."""
     import subprocess
@@ -281,7 +355,7 @@ def device_name() -> str:
     dev = device()
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return dev.type
+    return cpu_model() if dev.type == "cpu" else dev.type
 
 
 def banner() -> str:

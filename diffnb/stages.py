@@ -5,8 +5,8 @@ class_4), scores one model, runs one study or executes the notebooks. Its cost i
 FLOPs (``diffnb.flops``), turned into seconds at an assumed rate, and calibrated by the seconds
 measured on the same device for the stages already finished (``pipeline.json``, read and
 written here: the finished stages, and the last failure of any stage that has not finished
-since). The queue (``diffnb.pipeline``) runs the stages; the GPU session planner
-(``diffnb.sessions``) sizes a borrowed machine's calls from the same numbers.
+since). The queue (``diffnb.pipeline``) runs the stages and stops before one that would not
+finish before its ``--deadline``.
 """
 from __future__ import annotations
 
@@ -139,37 +139,6 @@ def run_targets(profile: runtime.Profile) -> dict[Path, int]:
     return out
 
 
-def done_fraction(stage: Stage, profile: runtime.Profile) -> float:
-    """How much of a training stage its resume point already holds (0 when none is here)."""
-    if stage.kind != "train":
-        return 0.0
-    last = config.scaled(config.get_preset(stage.presets[-1]), profile)
-    if checkpoints.find_final(last, profile, materialize=False) is not None:
-        return 1.0
-    folder = checkpoints.run_dir(last, profile)
-    start = checkpoints.latest_start(folder, last.train.epochs) if folder.exists() else None
-    return 0.0 if start is None else checkpoints.load(start)["epoch"] / last.train.epochs
-
-
-def session_start(stage: Stage, profile: runtime.Profile, *, need: float, left: float,
-                  whole: float) -> tuple[bool, str]:
-    """Whether a training starts in what is left of a GPU session, and why in words (empty when
-    it is expected to finish in it). A training cut at the session's end keeps its resume point
-    only through a commit of tens of MB (``python -m diffnb.weights keep``, into git history):
-    one that a fresh session could finish in one go waits for it; one with progress already,
-    or needing more than a whole session (``whole``: its queue seconds), goes as far as this
-    session allows."""
-    keeps = "`python -m diffnb.weights keep` keeps its resume point for the next one"
-    if need <= left:
-        return True, ""
-    if done_fraction(stage, profile) > 0:
-        return True, f"goes on as far as this session allows (~{left:.0f} s left); {keeps}"
-    if need > whole:
-        return True, f"needs more than a whole session (~{whole:.0f} s of queue): started; {keeps}"
-    return False, (f"would not finish in what is left of this session (~{left:.0f} s): not "
-                   "started, nothing is lost; the next session begins with it")
-
-
 @lru_cache(maxsize=None)
 def _forward(model: config.ModelConfig) -> float:
     """Forward FLOPs of one image (with its label where the network takes one)."""
@@ -211,26 +180,17 @@ def prior_seconds(stage: Stage, profile: runtime.Profile, *, device: torch.devic
     return sum(f[k] / (rate[k] * 1e12) for k in f)
 
 
-def calibration(state: dict, device_name: str, *, train: bool = False) -> float:
-    """Median of measured / FLOP-estimated seconds of the finished stages on ``device_name``:
-    training stages by their epochs' seconds (``info.train_seconds``: a training that spanned
-    several commands is counted whole), the others by the stage's seconds."""
+def calibration(state: dict, device_name: str) -> float:
+    """Median of measured / FLOP-estimated seconds of the finished stages on ``device_name``
+    other than trainings (a training is cut by its epochs' measured time instead)."""
     ratios = []
     for s in state["stages"].values():
-        if s.get("device") != device_name or (s.get("kind") == "train") != train \
+        if s.get("device") != device_name or s.get("kind") == "train" \
                 or s.get("prior_seconds", 0) <= 0.5:
             continue
-        seconds = s.get("info", {}).get("train_seconds") if train else s["seconds"]
-        if seconds:
-            ratios.append(seconds / s["prior_seconds"])
+        if s["seconds"]:
+            ratios.append(s["seconds"] / s["prior_seconds"])
     return statistics.median(ratios) if ratios else 1.0
-
-
-def expected_seconds(stage: Stage, profile: runtime.Profile, *, device: torch.device,
-                     state: dict, device_name: str) -> float:
-    """What is left of a stage, in seconds on ``device_name``, calibrated."""
-    prior = prior_seconds(stage, profile, device=device) * (1.0 - done_fraction(stage, profile))
-    return prior * calibration(state, device_name, train=stage.kind == "train")
 
 
 # ---- state: results[/<profile>]/pipeline.json ---------------------------------------------

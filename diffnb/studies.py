@@ -39,10 +39,10 @@ def ablation_changes(guidance: float = GUIDANCE, *, profile: runtime.Profile) ->
     ]
 
 
-def _memo(name: str, key: dict, compute, profile: runtime.Profile, *, meta: dict | None = None):
+def _memo(name: str, key: dict, compute, profile: runtime.Profile):
     """``compute()`` once per key, stored in ``results[/<profile>]/memo/<name>.json``. Like a
     score (``evaluation.score``), a stored value is reused only where this checkout's stamp says
-    it was computed here (or unpacked from its own GPU run): a fresh clone computes it again."""
+    it was computed here: a fresh clone computes it again."""
     path = runtime.output_dir("results", profile) / "memo" / f"{name}.json"
     stamp = runtime.stamps_dir() / f"{profile.name}_memo_{name}.json"
     if path.exists() and stamp.exists():
@@ -53,7 +53,7 @@ def _memo(name: str, key: dict, compute, profile: runtime.Profile, *, meta: dict
         except json.JSONDecodeError:
             pass  # truncated by an interrupted run: compute again
     value = compute()
-    blob = {**provenance(**(meta or {})), "key": key, "value": value, "profile": profile.name}
+    blob = {**provenance(), "key": key, "value": value, "profile": profile.name}
     atomic_write(path, json.dumps(blob, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(key, sort_keys=True, default=float))
     return value
@@ -95,12 +95,11 @@ def floor_curve(*, ns=None, profile: runtime.Profile, seed: int = SEED):
     ``floor_ns``), as a DataFrame; memoised per ``ns`` and seed."""
     import pandas as pd
 
-    from diffnb import evaluation, fid
+    from diffnb import evaluation
 
     ns = [int(n) for n in (profile.floor_ns if ns is None else ns)]
     rows = _memo("s08_floor_vs_n", {"ns": ns, "seed": seed},
-                 lambda: evaluation.floor_curve(ns, seed=seed).to_dict("records"), profile,
-                 meta={"fid_weights": fid.weights_kind()})
+                 lambda: evaluation.floor_curve(ns, seed=seed).to_dict("records"), profile)
     return pd.DataFrame(rows)
 
 
@@ -124,7 +123,7 @@ def class0_bug(trained, *, profile: runtime.Profile, seed: int = SEED) -> dict:
         return {"n": n, "fid": out, "preset": trained.preset.name}
     key = {"preset": trained.preset.name, "run_key": config.run_key(trained.preset), "n": n,
            "seed": seed, "steps": profile.sampler_steps}
-    return _memo("s09_class0_bug", key, compute, profile, meta={"fid_weights": fid.weights_kind()})
+    return _memo("s09_class0_bug", key, compute, profile)
 
 
 def run(name: str, ctx) -> dict:

@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", help=f"one of {', '.join(config.PRESETS)}")
     ap.add_argument("--profile", choices=sorted(runtime.PROFILES),
-                    help="loop sizes (default: $DIFFNB_PROFILE, else full with CUDA, quick without)")
+                    help="loop sizes (default: $DIFFNB_PROFILE, else cpu once its weights are kept, else quick)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="PART.FIELD=VALUE",
                     help="change the scaled preset, e.g. train.batch_size=64 (repeatable)")
     ap.add_argument("--retrain", action="store_true", help="delete the run's checkpoints first")

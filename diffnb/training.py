@@ -1,6 +1,6 @@
 """Training (slide 4): the one training loop. The whole data set on the device, Adam, optional
 EMA and LR schedule, train and validation loss per epoch, atomic checkpoints every epoch,
-automatic resume, and a deadline (the GPU run queue's commands are cut by time).
+automatic resume, and a deadline (``pipeline --deadline``: a cut run resumes where it stopped).
 
 Every epoch draws its batches, noise levels and noise from a generator seeded by
 (seed, epoch), so a run resumed after an interruption is identical to one that never stopped.
@@ -172,7 +172,7 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
     runtime.autotune(dev)
     folder = checkpoints.run_dir(preset, profile)
     st = make_state(preset, dev)
-    start = checkpoints.latest_start(folder, preset.train.epochs) if folder.exists() else None
+    start = checkpoints.latest_start(folder, preset.train.epochs)
     if start is not None:
         checkpoints.restore(st, checkpoints.load(start), preset=preset, path=start,
                             profile=profile)

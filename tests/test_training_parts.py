@@ -252,7 +252,7 @@ def test_train_step_returns_the_loss_and_steps_with_the_scheduled_lr(randomise):
 
 
 def test_a_compiled_step_trains_like_the_eager_one(randomise):
-    """``compile=`` (pipeline, train.py and prepare.py's ``--compile``) hands the loss to
+    """``compile=`` (pipeline's and train.py's ``--compile``) hands the loss to
     torch.compile: the same losses, gradients and BatchNorm statistics as eager, up to float
     reassociation. (Not the weights after Adam: a conv bias before a BatchNorm has a gradient that
     is zero but for rounding, which Adam scales to ~lr, so the two runs move it differently.)"""

@@ -1,13 +1,14 @@
-"""Kept weights (diffnb.weights, diffnb.gitstore): what is kept, committed into git history out of
-the tree, and found again by a fresh clone without training."""
+"""Kept weights (diffnb.weights): finished models as safetensors files with a checksummed
+manifest, resume points of cut trainings as plain files; found again by a fresh clone without
+training, and refused with a way out when corrupt."""
+import hashlib
 import json
-import shutil
 import subprocess
 
 import pytest
 import torch
 
-from diffnb import checkpoints, config, gitstore, runtime, training, weights
+from diffnb import checkpoints, config, runtime, training, weights
 
 FULL, TINY = runtime.PROFILES["full"], runtime.PROFILES["tiny"]
 
@@ -19,33 +20,6 @@ def test_kept_parts_cover_every_weight_a_study_samples():
     assert all(kept[p.name] == ("model",) for p in config.REPORT_PRESETS)
     assert kept["class_2_sched_ema"] == ("model", "ema")
     assert kept["unet"] == kept["unet_attn"] == kept["unet_attn_cfg"] == ("ema",)
-
-
-def test_an_ema_only_file_samples_with_its_ema_weights():
-    from dataclasses import replace
-
-    unet = config.get_preset("unet")
-    preset = config.scaled(replace(unet, model=replace(unet.model, nb_channels=16, num_blocks=1,
-                                                       cond_channels=16)), TINY)
-    st = training.make_state(preset, torch.device("cpu"))
-    for p in st.ema.parameters():
-        p.data.add_(1.0)                                   # EMA and raw weights now differ
-    blob = weights.kept_blob(checkpoints.state_blob(st, preset, profile=TINY), ("ema",))
-    assert blob["model"] is None and blob["kept"] == ["ema"] and "optimizer" not in blob
-    again = training.make_state(preset, torch.device("cpu"))
-    checkpoints.restore(again, blob, preset=preset,
-                        path=checkpoints.committed_path(preset, TINY, epochs=2))
-    for module in (again.denoiser, again.ema):
-        for k, v in module.state_dict().items():
-            torch.testing.assert_close(v, st.ema.state_dict()[k].half().to(v.dtype))
-
-
-def test_sizes_count_two_bytes_a_kept_weight():
-    (row,) = weights.sizes(FULL, names=["base_1"])
-    assert row["parts"] == "model"
-    assert 0 < row["kept_bytes"] - 2 * row["parameters"] < 64 * 1024
-    # model, Adam's two moments, in fp32
-    assert 0 < row["resume_bytes"] - 12 * row["parameters"] < 256 * 1024
 
 
 def _git(root, *args):
@@ -61,8 +35,7 @@ def repo(tmp_path, monkeypatch):
     _git(root, "init", "-q", "-b", "main")
     _git(root, "config", "user.email", "t@example.org")
     _git(root, "config", "user.name", "test")
-    (root / ".gitignore").write_text("/weights/*/*.half.pt\n/weights/*/*.resume.pt\n"
-                                     "/checkpoints/\n/.cache/\n")
+    (root / ".gitignore").write_text("/checkpoints/\n/.cache/\n")
     _git(root, "add", ".gitignore")
     _git(root, "commit", "-q", "-m", "start")
     monkeypatch.setattr(runtime, "project_root", lambda: root)
@@ -74,156 +47,136 @@ def repo(tmp_path, monkeypatch):
     runtime.code_commit.cache_clear()
 
 
-def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, monkeypatch,
-                                                                small_group):
-    small_group()
-    trained = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
-    (runtime.stamps_dir() / "tiny_t_short.json").write_text('{"stamp": 1}')
-    run = checkpoints.run_dir(trained.preset, TINY).name    # t_long goes on from its e0002.pt
-    assert weights.keep(TINY) == [checkpoints.committed_path(trained.preset, TINY, epochs=2).name,
-                                  f"{run}-e0002.resume.pt"]
-    assert weights.keep(TINY) == []                          # already kept: left alone
-    manifest = weights.read_manifest(TINY)["files"]
-    (entry,) = manifest.values()
-    assert entry["preset"] == "t_short" and entry["epochs"] == 2 and entry["parts"] == ["model"]
-    assert entry["device"] == "cpu" and entry["torch"] == str(torch.__version__)
-    assert entry["commit"] == _git(repo, "rev-parse", "HEAD")
-    assert weights.check(TINY) == []
-
-    a, b = weights.commit(TINY)
-    assert _git(repo, "rev-parse", "HEAD") == b and _git(repo, "rev-parse", "HEAD~1") == a
-    name = f"weights/tiny/{next(iter(manifest))}"
-    assert name in _git(repo, "ls-tree", "-r", "--name-only", a)
-    assert name not in _git(repo, "ls-tree", "-r", "--name-only", b)   # out of the tree
-    assert _git(repo, "status", "--porcelain") == "?? weights/tiny/scores/"
-    assert json.loads(_git(repo, "show", f"{b}:weights/tiny/MANIFEST.json"))["files"][
-        name.rsplit("/", 1)[1]]["kept_in"] == a
-    assert weights.commit(TINY) is None                      # nothing new
-
+def _clone(repo, tmp_path, monkeypatch):
+    """Commit everything (the kept files are plain files) and point diffnb at a fresh clone."""
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "kept weights")
     clone = tmp_path / "clone"
     _git(tmp_path, "clone", "-q", str(repo), str(clone))
     monkeypatch.setattr(runtime, "project_root", lambda: clone)
     monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
     monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))  # none: a fresh one
+    return clone
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a kept model was trained again")
-    monkeypatch.setattr(training, "train", no_training)
+
+def test_an_ema_only_file_samples_with_its_ema_weights(repo):
+    from dataclasses import replace
+
+    unet = config.get_preset("unet")
+    preset = config.scaled(replace(unet, model=replace(unet.model, nb_channels=16, num_blocks=1,
+                                                       cond_channels=16)), TINY)
+    st = training.make_state(preset, torch.device("cpu"))
+    for p in st.ema.parameters():
+        p.data.add_(1.0)                                   # EMA and raw weights now differ
+    data = weights._safetensors_bytes(checkpoints.state_blob(st, preset, profile=TINY), ("ema",))
+    path = checkpoints.kept_path(preset, TINY)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    (path.parent / checkpoints.KEPT_MANIFEST).write_text(json.dumps({"files": {path.name: {
+        "sha256": hashlib.sha256(data).hexdigest(), "run_key": config.run_key(preset)}}}))
+    blob = checkpoints.load(path)
+    assert blob["model"] is None and blob["kept"] == ["ema"] and "optimizer" not in blob
+    again = training.make_state(preset, torch.device("cpu"))
+    checkpoints.restore(again, blob, preset=preset, path=path)
+    for module in (again.denoiser, again.ema):
+        for k, v in module.state_dict().items():
+            torch.testing.assert_close(v, st.ema.state_dict()[k].half().to(v.dtype))
+
+
+def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, monkeypatch,
+                                                                small_group):
+    small_group()
+    trained = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
+    run = checkpoints.run_dir(trained.preset, TINY).name    # t_long goes on from its e0002.pt
+    assert weights.keep(TINY) == ["t_short.safetensors", f"{run}.resume.pt"]
+    assert weights.keep(TINY) == []                          # already kept: left alone
+    manifest = checkpoints.read_kept_manifest(TINY)
+    entry = manifest["files"]["t_short.safetensors"]
+    assert entry["preset"] == "t_short" and entry["epochs"] == 2 and entry["parts"] == ["model"]
+    assert entry["images_seen"] == 2 * trained.preset.train.epoch_images
+    assert entry["cpu"] == runtime.cpu_model() and entry["torch"] == str(torch.__version__)
+    assert entry["commit"] == _git(repo, "rev-parse", "HEAD")
+    assert entry["valid_loss"] == trained.history["valid_loss"][-1]
+    assert entry["train_seconds"] == round(sum(trained.history["epoch_seconds"]), 1)
+    assert manifest["resume"][f"{run}.resume.pt"]["for"] == ["t_long"]
+    assert weights.check(TINY) == []
+
+    clone = _clone(repo, tmp_path, monkeypatch)
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained a kept model"))
     again = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     assert again.finished and len(again.history["train_loss"]) == 2
     for k, v in trained.denoiser.state_dict().items():
         torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
-    assert (clone / name).exists()                           # written back from history
-    # notebook 04's picker in a run of another profile: the kept run's pick, nothing trained
+    assert not (clone / "checkpoints").exists()              # read in place, nothing written
+    assert weights.check(TINY) == []
+    # notebook 04's picker: the kept run's pick, its loss read from the manifest
     picked = training.best_final(["t_short"], profile=TINY, device="cpu")
     assert (picked.preset.name, picked.profile, picked.finished) == ("t_short", "tiny", True)
     assert training.best_final(["t_short", "t_long"], profile=TINY, device="cpu") is None
 
-    (clone / "weights/tiny/scores").mkdir(parents=True)      # scores/ was not committed here:
-    (clone / "weights/tiny/scores/tiny_t_short.json").write_text('{"stamp": 1}')  # as if it were
-    assert weights.restore(TINY)["stamps"] == 1
-    assert (runtime.stamps_dir() / "tiny_t_short.json").read_text() == '{"stamp": 1}'
-
-
-def test_notebook_04s_pick_writes_back_only_the_picked_kept_model(repo, tmp_path, monkeypatch,
-                                                                  small_group):
-    """``training.best_final`` reads the kept models' final validation losses from the manifest
-    and writes back from git history only the one it picks: what a CPU reader's picker costs."""
-    small_group()
-    trained = [training.load_or_train(n, profile=TINY, device="cpu", progress=False)
-               for n in ("t_short", "t_long")]
-    weights.keep(TINY)
-    weights.commit(TINY)
-    assert {e["preset"]: e["valid_loss"] for e in weights.read_manifest(TINY)["files"].values()} \
-        == {t.preset.name: t.history["valid_loss"][-1] for t in trained}
-    best = min(trained, key=lambda t: t.history["valid_loss"][-1])
-
-    clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "-q", str(repo), str(clone))
-    monkeypatch.setattr(runtime, "project_root", lambda: clone)
-    monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
-    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))
-    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained a kept model"))
-    assert not list((clone / "weights/tiny").glob("*.half.pt"))
-    assert all(checkpoints.is_finished(config.scaled(t.preset, TINY), TINY) for t in trained)
-    picked = training.best_final(["t_short", "t_long"], profile=TINY, device="cpu")
-    assert (picked.preset.name, picked.profile) == (best.preset.name, "tiny")
-    assert [p.name for p in (clone / "weights/tiny").glob("*.half.pt")] == \
-        [checkpoints.committed_path(best.preset, TINY, epochs=best.preset.train.epochs).name]
-    for k, v in best.denoiser.state_dict().items():
-        torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
-
-    # a reader with a GPU who trains every model: the kept ones, written back or not, go unused
+    # a reader who trains every model: the kept ones go unused
     monkeypatch.setenv(checkpoints.TRAIN_ANEW_ENV, "1")
-    assert checkpoints.find_final(config.scaled(best.preset, TINY), TINY) is None
-    assert checkpoints.final_valid_loss(config.scaled(best.preset, TINY), TINY) is None
-    assert not checkpoints.is_finished(config.scaled(best.preset, TINY), TINY)
-    assert training.best_final(["t_short", "t_long"], profile=TINY, device="cpu") is None
-    monkeypatch.setattr(training, "train", lambda preset, **k: ("trained", preset.name))
-    assert training.load_or_train(best.preset.name, profile=TINY, device="cpu") == \
-        ("trained", best.preset.name)
+    preset = config.scaled(config.get_preset("t_short"), TINY)
+    assert checkpoints.find_final(preset, TINY) is None
+    assert checkpoints.final_valid_loss(preset, TINY) is None
     monkeypatch.setenv(checkpoints.TRAIN_ANEW_ENV, "yes")
     with pytest.raises(ValueError, match="DIFFNB_TRAIN_ANEW='yes': use 1"):
-        checkpoints.find_final(config.scaled(best.preset, TINY), TINY)
+        checkpoints.find_final(preset, TINY)
 
 
-def test_a_shallow_clone_says_so_and_a_bare_tree_goes_without(repo, tmp_path, monkeypatch,
-                                                               small_group):
+def test_a_corrupt_or_missing_kept_file_is_refused_with_how_to_restore_it(
+        repo, tmp_path, monkeypatch, small_group):
     small_group()
     training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     weights.keep(TINY)
-    weights.commit(TINY)
-    shallow = tmp_path / "shallow"
-    _git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
-    monkeypatch.setattr(runtime, "project_root", lambda: shallow)
-    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(shallow / "checkpoints"))
+    clone = _clone(repo, tmp_path, monkeypatch)
     preset = config.scaled(config.get_preset("t_short"), TINY)
-    with pytest.raises(checkpoints.CheckpointError, match="full clone"):
+    path = clone / "weights/tiny/t_short.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1                                            # one flipped bit in a weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoints.CheckpointError,
+                       match=r"t_short.safetensors does not match the sha256.*git checkout -- "):
+        training.load_or_train(preset, profile=TINY, device="cpu", progress=False)
+    (problem,) = weights.check(TINY)
+    assert "t_short.safetensors" in problem and "git checkout -- weights/" in problem
+    _git(clone, "checkout", "--", "weights/")                # what the message says
+    assert weights.check(TINY) == []
+    path.unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="listed in MANIFEST.json but missing"):
         checkpoints.find_final(preset, TINY)
-    # the tree as it travels to a borrowed GPU (no .git): listed, not used, no error
-    copy = tmp_path / "copy"
-    shutil.copytree(shallow, copy, ignore=shutil.ignore_patterns(".git"))
-    monkeypatch.setattr(runtime, "project_root", lambda: copy)
-    with pytest.warns(UserWarning, match="not a git checkout"):
-        assert checkpoints.find_final(preset, TINY) is None
+    _git(clone, "checkout", "--", "weights/")
+    mpath = clone / "weights/tiny/MANIFEST.json"             # the kept loss no longer matches
+    manifest = json.loads(mpath.read_text())
+    manifest["files"]["t_short.safetensors"]["check_loss"] += 0.01
+    mpath.write_text(json.dumps(manifest))
+    (problem,) = weights.check(TINY)
+    assert problem.startswith("t_short.safetensors: loss ") and "on the fixed batch" in problem
 
 
 def test_an_unfinished_run_goes_on_in_a_fresh_clone_from_its_kept_resume_point(
         repo, tmp_path, monkeypatch, small_group):
-    """A session's end with a training cut: `keep` + `commit` put its resume point into git
-    history, `restore` in a fresh clone writes it back and the run goes on from it, bit for bit;
-    once the run is finished its entry goes."""
+    """A training cut by its deadline: `keep` writes its last.pt as a plain resume point (one per
+    run, replaced), a fresh clone goes on from it bit for bit, and once finished it goes."""
     small_group()
     long = config.scaled(config.get_preset("t_long"), TINY)
     training.train(long, profile=TINY, device="cpu", progress=False, stop_after=1)
     run = checkpoints.run_dir(long, TINY)
-    assert any("resume point of" in p for p in weights.check(TINY))  # not kept: flagged
-    assert weights.keep(TINY) == [f"{run.name}-e0001.resume.pt"]
-    assert weights.check(TINY) == []
-    training.train(long, profile=TINY, device="cpu", progress=False, stop_after=1)
-    assert weights.keep(TINY) == [f"{run.name}-e0002.resume.pt"]      # replaces epoch 1's
-    assert list(weights.read_manifest(TINY)["resume"]) == [f"{run.name}-e0002.resume.pt"]
-    a, b = weights.commit(TINY)
-    assert ": 1 resume point, " in _git(repo, "log", "-1", "--format=%s", a)
-    name = f"weights/tiny/{run.name}-e0002.resume.pt"
-    assert name in _git(repo, "ls-tree", "-r", "--name-only", a)
-    assert name not in _git(repo, "ls-tree", "-r", "--name-only", b)
+    assert weights.keep(TINY) == [f"{run.name}.resume.pt"]
+    assert checkpoints.read_kept_manifest(TINY)["resume"][f"{run.name}.resume.pt"]["epoch"] == 1
+    training.train(long, profile=TINY, device="cpu", progress=False, stop_after=2)
+    assert weights.keep(TINY) == [f"{run.name}.resume.pt"]          # replaces epoch 1's
+    assert checkpoints.read_kept_manifest(TINY)["resume"][f"{run.name}.resume.pt"]["epoch"] == 3
     expected = training.train(long, profile=TINY, device="cpu", progress=False)  # uninterrupted
 
-    clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "-q", str(repo), str(clone))
-    monkeypatch.setattr(runtime, "project_root", lambda: clone)
-    monkeypatch.setenv("DIFFNB_OUTPUTS", str(clone))
-    monkeypatch.setenv("DIFFNB_CHECKPOINTS", str(clone / "checkpoints"))
-    restored = weights.restore(TINY)
-    assert restored["resume"] == [run.name]
-    assert weights.restore(TINY)["resume"] == []                      # already there
+    clone = _clone(repo, tmp_path, monkeypatch)
     again = training.train(long, profile=TINY, device="cpu", progress=False)
-    assert again.resumed_from == 2 and again.finished
+    assert again.resumed_from == 3 and again.finished
     for k, v in expected.denoiser.state_dict().items():
         torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
-    kept = weights.keep(TINY)
-    assert weights.read_manifest(TINY)["resume"] == {} and kept      # finished: models kept
+    assert weights.keep(TINY) == ["t_long.safetensors"]
+    assert checkpoints.read_kept_manifest(TINY)["resume"] == {}
+    assert not (clone / f"weights/tiny/{run.name}.resume.pt").exists()
 
 
 def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_outputs(repo, monkeypatch):
@@ -247,9 +200,3 @@ def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_outputs(repo, mo
     assert commit() == head + "+dirty"
     monkeypatch.setenv(runtime.COMMIT_ENV, "abc123")          # a tree without its history
     assert commit() == "abc123"
-
-
-def test_blob_ids_are_gits(tmp_path):
-    (tmp_path / "f").write_bytes(b"some bytes\x00\xff")
-    _git(tmp_path, "init", "-q")
-    assert gitstore.blob_id(b"some bytes\x00\xff") == _git(tmp_path, "hash-object", "f")

@@ -43,21 +43,18 @@ from diffnb.fid.reference import (
 )
 from diffnb.fid.weights import (
                                  DIMS,
-                                 HALF_FILE,
                                  WEIGHTS_FILE,
                                  convert,
-                                 half_path,
                                  layer_map,
                                  torchscript_path,
-                                 weights_kind,
                                  weights_path,
 )
 
-__all__ = ["DIMS", "HALF_FILE", "IMAGE_EXTENSIONS", "METHODS", "PROTOCOLS", "REPORT_REPEATS", "SMALL_SAMPLE",
+__all__ = ["DIMS", "IMAGE_EXTENSIONS", "METHODS", "PROTOCOLS", "REPORT_REPEATS", "SMALL_SAMPLE",
            "WEIGHTS_FILE", "SmallSampleWarning", "check_model_space", "class_counts", "convert",
            "default_batch_size", "draws", "evaluate", "features", "fid_from_features",
-           "fid_from_statistics", "folder_features", "frechet_distance", "half_path", "heldout_features",
+           "fid_from_statistics", "folder_features", "frechet_distance", "heldout_features",
            "heldout_fid", "image_files", "inception", "kid_from_features", "layer_map",
            "pytorch_fid_cli_score", "real_features", "real_vs_real", "reference_statistics",
            "smallest_set", "statistics", "stats_dir", "subset_index", "torchscript_path",
-           "warn_small_sample", "weights_kind", "weights_path"]
+           "warn_small_sample", "weights_path"]

