@@ -1,7 +1,8 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh) on a fresh machine.
-#   make reproduce   the run queue (python -m diffnb.pipeline): train, score, studies, then every
+#   make reproduce   the run queue (python -m diffnb.run.pipeline): train, score, studies, then every
 #                    notebook executed in order -> figures/, results/ (quick: figures/quick/, ...)
-#   make test        ruff (lint), unit tests (two workers), then nbval over the notebooks in order,
+#   make test        ruff (lint), lint-imports (pyproject.toml's layers: imports only go down),
+#                    unit tests (two workers), then nbval over the notebooks in order,
 #                    then the browser test (it reuses the models the notebooks trained)
 # DIFFNB_PROFILE=quick|full|full-b32|tiny picks the loop sizes (runtime.PROFILES; default: full
 # with CUDA, quick without).
@@ -12,11 +13,12 @@ PY := .venv/bin/python
 .PHONY: reproduce test setup clean benchmarks
 reproduce:
 	bash scripts/setup.sh
-	$(PY) -m diffnb.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again)
+	$(PY) -m diffnb.run.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again)
 
 test:
 	bash scripts/setup.sh --test
 	$(PY) -m ruff check diffnb tests benchmarks scripts
+	.venv/bin/lint-imports
 	$(PY) -m pytest -p no:cacheprovider -n 2 --dist loadfile tests -m "not browser" --durations=15 -rs
 	$(PY) -m pytest -p no:cacheprovider notebooks tests/test_browser.py --nbval-lax \
 		--nbval-current-env --durations=15 -rs

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import torch
 
-from diffnb import data, distributed, runtime, training
-from diffnb import train as cli
+from diffnb import data, runtime, training
 from diffnb.results import atomic_path, atomic_write
+from diffnb.training import __main__ as cli
+from diffnb.training import distributed
 
 SMOKE = ["model.nb_channels=16", "model.num_blocks=1", "model.cond_channels=16",
          "model.channel_mult=(1, 2)"]
@@ -88,7 +89,7 @@ def launch(args, nproc: int, *, out: str, threads: int | None = None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="unet")
-    ap.add_argument("--set", action="append", default=[], help="as python -m diffnb.train --set")
+    ap.add_argument("--set", action="append", default=[], help="as python -m diffnb.training --set")
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--baseline-threads", type=int, default=None,
                     help="threads of the 1-process run (default: torch's, all cores)")

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from diffnb import config, data, models, runtime, training
-from diffnb import flops as count
-from diffnb.precond import Denoiser
+from diffnb.diffusion.precond import Denoiser
 from diffnb.results import atomic_write
+from diffnb.run import flops as count
 
 # bf16 dense matrix rate: H100/H200 measured (8192^3 matmul, ~790 TFLOP/s; spec 989), others spec
 PEAK_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0, "A100": 312.0, "L4": 121.0}

@@ -9,10 +9,11 @@ import hashlib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from diffnb import noise, runtime
+from diffnb import runtime
+from diffnb.diffusion import noise
 
 ARCHS = ("base", "condbn", "class", "unet")
-DATASETS = ("fashion_mnist", "celeba")  # diffnb.datasets: the splits and sigma_data of each
+DATASETS = ("fashion_mnist", "celeba")  # diffnb.training.datasets: the splits and sigma_data of each
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     epoch_images: int | None = None     # None: the whole split (datasets.epoch_images)
     valid_images: int | None = None     # None: the whole 10k validation split
-    dataset: str = "fashion_mnist"      # or "celeba" (diffnb.datasets); a default: old keys stay
+    dataset: str = "fashion_mnist"      # or "celeba" (diffnb.training.datasets); a default: old keys stay
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -209,7 +210,7 @@ for _p in IMPROVEMENT_PRESETS:
 # (64 -> 32 -> 16 -> 8 px, self-attention at 8x8), conditioned on celeba.DEFAULT_ATTRIBUTES
 # (Smiling, Male, Eyeglasses: num_attributes=3) through the class embedding's path, with label
 # dropout for classifier-free guidance, EMA and warm-up + cosine LR; trained on CelebA's own
-# splits and sigma_data (diffnb.datasets). 9.2M weights, 10.4 GFLOP per forward pass.
+# splits and sigma_data (diffnb.training.datasets). 9.2M weights, 10.4 GFLOP per forward pass.
 # Batch 128 at lr 7e-4 (the full profile's batch 256: lr 1e-3 by the square-root rule).
 # Full profile on one H200: 40 epochs of 160k images at batch 256 = 6.4M images x 3 x 10.4 GFLOP
 # = 199 PFLOP (flops.preset_train_flops), ~13 min at the queue's assumed 250 TFLOP/s in bf16 (a

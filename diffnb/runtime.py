@@ -157,7 +157,7 @@ def profile() -> Profile:
 
 
 def kept_complete(name: str) -> bool:
-    """Whether ``weights/<name>/`` keeps every model the profile trains (``diffnb.weights``)."""
+    """Whether ``weights/<name>/`` keeps every model the profile trains (``diffnb.run.weights``)."""
     import json
 
     path = project_root() / "weights" / name / "MANIFEST.json"
@@ -224,10 +224,31 @@ def cache_dir(name: str) -> Path:
     return path
 
 
+KEPT_PROFILES = ("cpu", "full")   # profiles whose models and scores the repository keeps
+RESCORE_ENV = "DIFFNB_RESCORE"
+
+
+def reuse_committed(p: Profile) -> bool:
+    """Whether a stored score or study result whose key matches is reused without a stamp of
+    this checkout: yes in a profile whose weights are kept (its results are those weights'
+    results, the weights fingerprint is in the key), unless ``DIFFNB_RESCORE=1`` asks to compute
+    every number again."""
+    return p.name in KEPT_PROFILES and not rescore()
+
+
+def rescore() -> bool:
+    value = os.environ.get(RESCORE_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{RESCORE_ENV}={value!r}: use 1 (compute every score and study again) "
+                         "or 0 (the default: reuse those that match)")
+    return value == "1"
+
+
 def stamps_dir() -> Path:
-    """Stamps of results computed by this checkout (``outputs_root()/.cache/scores``, ignored):
-    a committed result is reused only where a stamp says it was computed here; a fresh clone
-    recomputes every number."""
+    """Stamps of results computed by this checkout (``outputs_root()/.cache/scores``, ignored).
+    In a profile whose weights are not kept (quick, tiny) a committed result is reused only where
+    a stamp says it was computed here: a fresh clone retrains, so it recomputes every number. In
+    a kept profile the committed results are reused (:func:`reuse_committed`)."""
     path = outputs_root() / ".cache" / "scores"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -267,9 +288,9 @@ def _bf16_speedup() -> float:
 
     def best(amp: bool) -> float:
         times = []
-        for _ in range(4):
+        for _ in range(4):   # first asked inside sampling's no_grad: a training step needs grad
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 conv(x).float().sum().backward()
             times.append(time.perf_counter() - t0)
         return min(times)

@@ -73,7 +73,7 @@ def random_class_model():
 
     from diffnb import models
     from diffnb.config import ModelConfig
-    from diffnb.precond import Denoiser
+    from diffnb.diffusion.precond import Denoiser
 
     torch.manual_seed(0)
     net = models.build(ModelConfig(arch="class", nb_channels=8, num_blocks=1, cond_channels=8))
@@ -87,7 +87,8 @@ def small_group(monkeypatch):
     ``before``): the run queue's machinery in seconds. Returns the group's stage name."""
     from dataclasses import replace
 
-    from diffnb import config, stages
+    from diffnb import config
+    from diffnb.run import stages
 
     def make(*, before=()):
         base = config.get_preset("class_2")

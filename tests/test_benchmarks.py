@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import config, data, flops, models
+from diffnb import config, data, models
+from diffnb.run import flops
 
 ROOT = Path(__file__).resolve().parent.parent
 

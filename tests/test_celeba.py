@@ -1,6 +1,6 @@
-"""CelebA at 64x64 (diffnb.celeba) on a tiny synthetic folder in torchvision's layout, the
+"""CelebA at 64x64 (diffnb.data.celeba) on a tiny synthetic folder in torchvision's layout, the
 3x64x64 attribute-conditional models (forward, loss, sampling), training on CelebA through the one
-training loop (diffnb.datasets), and notebook 07 executed on that folder."""
+training loop (diffnb.training.datasets), and notebook 07 executed on that folder."""
 import json
 import os
 import warnings
@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffnb import celeba, conditioning, config, data, datasets, execute, flops, models, runtime, sampling, training
+from diffnb import config, data, models, runtime, training
 from diffnb.config import ModelConfig
-from diffnb.data import DataNotFoundError
-from diffnb.precond import Denoiser
+from diffnb.data import DataNotFoundError, celeba
+from diffnb.diffusion import sampling
+from diffnb.diffusion.precond import Denoiser
+from diffnb.run import execute, flops
+from diffnb.training import datasets
 
 NAMES = ("5_o_Clock_Shadow", "Eyeglasses", "Male", "Smiling", "Young")
 SPLIT_OF = [0] * 20 + [1] * 5 + [2] * 5  # 30 images: 20 train, 5 valid, 5 test
@@ -126,7 +129,7 @@ def test_absent_folder_names_it_the_layout_and_no_download(tmp_path):
         celeba.load("train", folder=tmp_path / "nowhere")
     text = str(err.value)
     for part in (str(tmp_path / "nowhere"), "celeba/img_align_celeba/000001.jpg",
-                 "list_eval_partition.txt", "list_attr_celeba.txt", "cannot be downloaded here"):
+                 "list_eval_partition.txt", "list_attr_celeba.txt", "needs internet access to download"):
         assert part in text
     with pytest.raises(DataNotFoundError, match=r"\$DIFFNB_DATA_DIR is not set"):
         celeba.load("train")
@@ -166,7 +169,7 @@ def test_attributes_change_the_output_and_null_is_not_all_zero(randomise):
                                                "null": None}.items()}
     assert not torch.allclose(out["smiling"], out["zero"])
     assert not torch.allclose(out["zero"], out["null"])
-    torch.testing.assert_close(out["null"], net(x, c_noise, conditioning.null_like(
+    torch.testing.assert_close(out["null"], net(x, c_noise, data.null_like(
         torch.tensor([[1, 0, 0]]))))
 
 
@@ -183,7 +186,7 @@ def test_resnet_takes_image_channels_and_attributes():
                                  channel_mult=(1, 2, 2, 2), image_size=36))
 
 
-# ---- the data set of a training run (diffnb.datasets) and training on CelebA ---------------
+# ---- the data set of a training run (diffnb.training.datasets) and training on CelebA ---------------
 
 def celeba_preset(name: str = "celeba_unet_tiny", **train) -> config.Preset:
     """A CelebA preset scaled to the tiny profile, with ``train`` fields replaced."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffnb import data
+from diffnb.data import fashion_mnist  # where load() looks DEBIAN_DIR up
 
 
 def test_official_splits_counts_shapes_labels():
@@ -57,7 +58,7 @@ def test_class_names_and_label_checks():
 
 
 def test_no_source_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "nothing-here")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "nothing-here")
     monkeypatch.delenv(data.DATA_ENV, raising=False)
     with pytest.raises(data.DataNotFoundError) as err:
         data.load("test", download=False)
@@ -153,7 +154,7 @@ def test_corrupt_or_truncated_idx_is_a_clear_error_and_nothing_is_lost(case, tmp
 
 
 def test_corrupt_file_of_the_debian_package_says_reinstall(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path)
     monkeypatch.delenv(data.DATA_ENV, raising=False)
     (images_path, _), _, _ = _write_split(tmp_path, "test", 100)
     images_path.write_bytes(b"garbage")

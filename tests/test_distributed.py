@@ -1,4 +1,4 @@
-"""Several processes with torchrun (diffnb.distributed, ``python -m diffnb.train``), on the CPU with
+"""Several processes with torchrun (diffnb.training.distributed, ``python -m diffnb.training``), on the CPU with
 gloo and 2 processes: they train the run one process trains at the same global batch (a GroupNorm
 UNet), a killed 2-process run resumes, a run moves from 2 processes to 1, and bad input says what
 to do. BatchNorm nets: SyncBatchNorm runs on CUDA only, so on the CPU they are checked for what
@@ -29,9 +29,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from diffnb import checkpoints, distributed, nets, runtime, training
-from diffnb import train as train_cli
+from diffnb import runtime, training
 from diffnb.config import ModelConfig
+from diffnb.models import resnet
+from diffnb.training import __main__ as train_cli
+from diffnb.training import checkpoints, distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = runtime.PROFILES["tiny"]
@@ -63,7 +65,9 @@ def env_for(ckpt: Path) -> dict:
 
 
 def cli_args(run) -> list[str]:
-    return [run[0], "--profile", PROFILE.name] + [a for s in run[1] for a in ("--set", s)]
+    """fp32 (--no-amp) on every CPU: the runs are compared at fp32 tolerances."""
+    return [run[0], "--profile", PROFILE.name, "--no-amp"] + [a for s in run[1]
+                                                               for a in ("--set", s)]
 
 
 def assert_same(got: dict, want: dict, *, exact: bool = False):
@@ -142,15 +146,15 @@ def _status(pid: int) -> str:
         return "\nState:\tZ"
 
 
-# The rerun: diffnb.train's main for each run, in one process group (joining a second one through
+# The rerun: diffnb.training's main for each run, in one process group (joining a second one through
 # torchrun's store hangs now and then); each process records the last full checkpoint it built
 # (every process builds it, rank 0 writes it), so the two processes' weights can be compared.
 WORKER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     import torch
-    from diffnb import checkpoints, distributed
-    from diffnb import train as cli
+    from diffnb.training import checkpoints, distributed
+    from diffnb.training import __main__ as cli
     out, runs = Path(sys.argv[1]), eval(sys.argv[2])
     built = []
     real = checkpoints.state_blob
@@ -166,15 +170,15 @@ WORKER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """``torchrun --nproc_per_node=2 -m diffnb.train`` of the GroupNorm run killed after its first
+    """``torchrun --nproc_per_node=2 -m diffnb.training`` of the GroupNorm run killed after its first
     saved epoch (its folder kept as ``snapshot``), then the same command again (through WORKER,
-    which calls diffnb.train's main), then the BatchNorm run, 2 processes each."""
+    which calls diffnb.training's main), then the BatchNorm run, 2 processes each."""
     if not Path("/proc/self/stat").exists():
         pytest.skip("finding torchrun's workers to kill them reads /proc (Linux)")
     tmp = tmp_path_factory.mktemp("two")
     env, ckpt = env_for(tmp / "checkpoints"), tmp / "checkpoints"
     folder = ckpt / PROFILE.name / training.checkpoint_dir(preset(GN), PROFILE).name
-    killed = kill_after_first_epoch(torchrun("-m", "diffnb.train", *cli_args(GN)), env=env,
+    killed = kill_after_first_epoch(torchrun("-m", "diffnb.training", *cli_args(GN)), env=env,
                                     folder=folder)
     shutil.copytree(folder, tmp / "snapshot")
     (tmp / "worker.py").write_text(WORKER)
@@ -203,7 +207,7 @@ def one_process(tmp_path_factory):
             built = []
             m.setattr(checkpoints, "state_blob",
                       lambda *a, built=built, **k: built.append(copy.deepcopy(real(*a, **k))) or built[-1])
-            training.train(preset(run), profile=PROFILE, device="cpu", progress=False)
+            training.train(preset(run), profile=PROFILE, device="cpu", progress=False, amp=False)
             if tag == "gn":
                 out["gn"] = {blob["epoch"]: blob for blob in built}
             else:
@@ -251,18 +255,18 @@ def test_batchnorm_net_on_two_cpu_processes(two_processes, one_process):
 
 
 def test_sync_batchnorm_keeps_the_weights_and_the_call():
-    """nets.sync_batchnorm (used on CUDA under torchrun): every BatchNorm2d becomes a SyncBatchNorm
+    """resnet.sync_batchnorm (used on CUDA under torchrun): every BatchNorm2d becomes a SyncBatchNorm
     holding the same parameter and buffer objects (the optimizer's), the base model's norm still
     takes the embedding, and without a process group the output is unchanged."""
     torch.manual_seed(0)
     for arch in ("base", "class"):
         cfg = ModelConfig(arch=arch, nb_channels=8, num_blocks=2, cond_channels=8)
-        net = nets.ResNet(cfg).train()
+        net = resnet.ResNet(cfg).train()
         before = dict(net.named_parameters()) | dict(net.named_buffers())
         x, c = torch.randn(4, 1, 32, 32), torch.randn(4)
         labels = torch.arange(4) if arch == "class" else None
         ref = net(x, c, labels)
-        assert nets.sync_batchnorm(net) is net
+        assert resnet.sync_batchnorm(net) is net
         norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         assert len(norms) == 4 and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
         after = dict(net.named_parameters()) | dict(net.named_buffers())
@@ -274,7 +278,7 @@ def test_sync_batchnorm_keeps_the_weights_and_the_call():
 
 @pytest.mark.slow
 def test_killed_two_process_run_resumes(two_processes, one_process):
-    """``torchrun --nproc_per_node=2 -m diffnb.train`` killed (SIGKILL to the launcher and its
+    """``torchrun --nproc_per_node=2 -m diffnb.training`` killed (SIGKILL to the launcher and its
     workers) once its first epoch is saved, then run again: it resumes from an epoch strictly
     between 0 and the end and finishes with the uninterrupted run's weights."""
     launcher, *workers = two_processes["killed"]
@@ -294,7 +298,7 @@ def test_two_process_run_resumes_in_one_process(two_processes, one_process, tmp_
     one-process run: a checkpoint holds nothing that depends on the number of processes."""
     folder = training.checkpoint_dir(preset(GN), PROFILE)
     shutil.copytree(two_processes["snapshot"], folder)
-    t = training.train(preset(GN), profile=PROFILE, device="cpu", progress=False)
+    t = training.train(preset(GN), profile=PROFILE, device="cpu", progress=False, amp=False)
     assert t.resumed_from == killed_at(two_processes) and t.finished
     assert_same(checkpoints.load(folder / checkpoints.final_name(EPOCHS)), one_process["gn"][EPOCHS])
 
@@ -341,7 +345,7 @@ def test_half_set_torchrun_environment_says_what_to_do(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert ("torchrun's environment is half set: RANK, WORLD_SIZE set but LOCAL_RANK, "
             "MASTER_ADDR, MASTER_PORT not.") in err
-    assert "torchrun --standalone --nproc_per_node=N -m diffnb.train PRESET" in err
+    assert "torchrun --standalone --nproc_per_node=N -m diffnb.training PRESET" in err
     with pytest.raises(ValueError, match="do not fit together"):
         distributed.from_env({**TORCHRUN_3, "RANK": "3"})
     assert distributed.from_env({}) == distributed.World()

@@ -79,10 +79,41 @@ def test_score_reuses_only_results_this_checkout_computed(tmp_path, monkeypatch,
         stamp.unlink()                                 # as in a fresh clone: results/ only
     evaluation.score(trained, protocols=("standard",))
     assert calls == ["standard", "standard"]
+    monkeypatch.setenv(runtime.RESCORE_ENV, "1")       # asked to score again: not reused
+    evaluation.score(trained, protocols=("standard",))
+    assert calls == ["standard"] * 3
+
+
+def test_a_kept_profile_reuses_its_committed_scores_unless_asked(tmp_path, monkeypatch,
+                                                                random_class_model):
+    """The cpu profile's scores are its kept weights' scores: a fresh clone reads them back
+    (the key, with the weights' fingerprint, matches); DIFFNB_RESCORE=1 computes them again."""
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setattr(fid, "evaluate", lambda gen, *, protocol, **k: calls.append(protocol)
+                        or {"protocol": protocol, "pooled": 1.0})
+    cpu = runtime.PROFILES["cpu"]
+    trained = SimpleNamespace(preset=config.scaled(config.get_preset("class_1"), cpu),
+                              raw=random_class_model, denoiser=random_class_model,
+                              history={"epoch_seconds": [1.0]})
+    spec_sizes = {"standard": {"n": 20, "n_per_class": 2, "test_n": 40}}
+    monkeypatch.setattr(evaluation.scoring, "_protocol_sizes", lambda p: spec_sizes)
+    evaluation.score(trained, profile=cpu, protocols=("standard",))
+    for stamp in runtime.stamps_dir().glob("*"):
+        stamp.unlink()                                 # a fresh clone: results/ only
+    evaluation.score(trained, profile=cpu, protocols=("standard",))
+    assert calls == ["standard"]                       # read back
+    monkeypatch.setenv(runtime.RESCORE_ENV, "1")
+    evaluation.score(trained, profile=cpu, protocols=("standard",))
+    assert calls == ["standard"] * 2
+    monkeypatch.setenv(runtime.RESCORE_ENV, "yes")
+    with pytest.raises(ValueError, match="DIFFNB_RESCORE='yes': use 1"):
+        evaluation.score(trained, profile=cpu, protocols=("standard",))
 
 
 def test_study_memo_is_reused_only_with_this_checkouts_stamp(tmp_path, monkeypatch):
-    from diffnb import studies
+    from diffnb.evaluation import studies
     monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     profile, calls = runtime.PROFILES["tiny"], []
@@ -106,7 +137,7 @@ def test_study_memo_is_reused_only_with_this_checkouts_stamp(tmp_path, monkeypat
 def test_the_floor_curve_uses_the_ns_it_is_given(tmp_path, monkeypatch):
     import pandas as pd
 
-    from diffnb import studies
+    from diffnb.evaluation import studies
     monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
     asked = []
@@ -114,7 +145,7 @@ def test_the_floor_curve_uses_the_ns_it_is_given(tmp_path, monkeypatch):
     def fake(ns, *, seed):
         asked.append(list(ns))
         return pd.DataFrame({"n": ns, "real_vs_real_fid": [100.0 / n for n in ns]})
-    monkeypatch.setattr(evaluation, "floor_curve", fake)
+    monkeypatch.setattr(evaluation.scoring, "floor_curve", fake)
     profile = runtime.PROFILES["tiny"]
     assert list(studies.floor_curve(profile=profile)["n"]) == list(profile.floor_ns)
     assert list(studies.floor_curve(ns=[64, 256], profile=profile)["n"]) == [64, 256]
@@ -171,7 +202,7 @@ def test_score_warns_once_at_the_callers_line(scoring, monkeypatch):
 
 
 def test_corrupt_results_file_is_recomputed_with_a_warning(scoring, fake_evaluate):
-    path = evaluation._result_path("class_1", "")
+    path = evaluation.scoring._result_path("class_1", "")
     evaluation.score(scoring, protocols=("standard",))
     path.write_text(path.read_text()[:40])  # a write cut short
     with pytest.raises(ValueError, match=f"{path.name} is corrupt"):
@@ -186,15 +217,15 @@ def test_cli_scores_a_preset(scoring, fake_evaluate, monkeypatch, capsys):
     from diffnb import training
 
     monkeypatch.setattr(training, "load_or_train", lambda name: scoring)
-    evaluation.main(["class_1", "--protocol", "report"])
+    evaluation.scoring.main(["class_1", "--protocol", "report"])
     out = json.loads(capsys.readouterr().out)
     assert out["preset"] == "class_1" and out["protocols"] == ["report"]
     assert [c[0] for c in fake_evaluate] == ["report"]
-    assert evaluation._result_path("class_1", "__report").exists()  # not the both-protocol file
-    assert not evaluation._result_path("class_1", "").exists()
+    assert evaluation.scoring._result_path("class_1", "__report").exists()  # not the both-protocol file
+    assert not evaluation.scoring._result_path("class_1", "").exists()
 
 
 def test_cli_rejects_an_unknown_preset(capsys):
     with pytest.raises(SystemExit):
-        evaluation.main(["no_such_preset"])
+        evaluation.scoring.main(["no_such_preset"])
     assert "known presets" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Executing a notebook twice saves the same file (diffnb.execute): no per-cell timestamps, the
+"""Executing a notebook twice saves the same file (diffnb.run.execute): no per-cell timestamps, the
 kernel's random widget ids replaced by stable ones, only the widgets a cell shows, one output per
 run of stdout."""
 import json
@@ -7,7 +7,8 @@ import uuid
 import nbformat
 import pytest
 
-from diffnb import execute, runtime
+from diffnb import runtime
+from diffnb.run import execute
 
 STATE = "application/vnd.jupyter.widget-state+json"
 VIEW = "application/vnd.jupyter.widget-view+json"

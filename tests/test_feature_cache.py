@@ -1,5 +1,5 @@
 """The cache of generated-image features (diffnb.fid.generated) and the batched FID source
-(diffnb.sources): nothing is generated twice, and no number depends on how it was computed.
+(diffnb.evaluation.sources): nothing is generated twice, and no number depends on how it was computed.
 
 Inception is replaced by a cheap per-image stand-in (4x4 average pooling: each image's features
 are computed on their own, so they cannot depend on the batch); the samples are real, from a
@@ -17,7 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffnb import config, evaluation, fid, runtime, sampling, sources, studies
+from diffnb import config, evaluation, fid, runtime
+from diffnb.diffusion import sampling
+from diffnb.evaluation import sources, studies
 from diffnb.fid import generated, network, reference
 
 pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
@@ -98,7 +100,7 @@ def test_batched_cached_path_equals_the_per_class_path_bitwise(cache, trained):
     """The old path: one class at a time, features per protocol and class; the new: all classes
     in one sampler call and one feature pass, then from the cache. The same numbers, exactly."""
     p = runtime.profile()
-    sizes = evaluation._protocol_sizes(p)
+    sizes = evaluation.scoring._protocol_sizes(p)
     old_gen = PerClassSource(trained.denoiser, SPEC)
     old = {pr: fid.evaluate(old_gen, protocol=pr, seed=0, class_conditional=True, warn=False,
                             **sizes[pr]) for pr in fid.PROTOCOLS}
@@ -240,7 +242,7 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffnb import sources
+from diffnb.evaluation import sources
 from diffnb.evaluation import SamplerSpec
 from diffnb.fid import network
 {inspect.getsource(pooled_features)}
@@ -269,7 +271,7 @@ def test_plain_generators_still_work_and_features_are_checked(cache, random_clas
 
 def test_importing_fid_loads_neither_sampling_nor_training():
     code = ("import sys, diffnb.fid; print(any(m in sys.modules for m in "
-            "('diffnb.sampling', 'diffnb.training', 'diffnb.sources')))")
+            "('diffnb.diffusion.sampling', 'diffnb.training', 'diffnb.evaluation.sources')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -429,7 +429,7 @@ def test_small_sample_warning_shows_no_absolute_path():
 
     text = w.formatwarning("n=8", fid.SmallSampleWarning, "/tmp/ipykernel_123/456.py", 3)
     assert text == "SmallSampleWarning: n=8\n"
-    text = w.formatwarning("n=8", fid.SmallSampleWarning, "/work/x/diffnb/evaluation.py", 7)
-    assert text.startswith("evaluation.py:7: SmallSampleWarning")
+    text = w.formatwarning("n=8", fid.SmallSampleWarning, "/work/x/diffnb/evaluation/scoring.py", 7)
+    assert text.startswith("scoring.py:7: SmallSampleWarning")
     other = w.formatwarning("m", UserWarning, "/a/b/c.py", 1)
     assert "/a/b/c.py" in other                       # other warnings keep Python's format

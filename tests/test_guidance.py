@@ -10,8 +10,8 @@ scale where the difference is amplified).
 import pytest
 import torch
 
-from diffnb import noise, sampling
-from diffnb.conditioning import NULL_CLASS
+from diffnb.data import NULL_CLASS
+from diffnb.diffusion import noise, sampling
 
 
 def inputs(n=4, sigma_scale=1.0):

@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import conditioning, config, models, noise, sampling, training
+from diffnb import config, data, models, training
 from diffnb.config import ModelConfig, Preset, TrainConfig
-from diffnb.precond import Denoiser, coefficients
+from diffnb.diffusion import noise, sampling
+from diffnb.diffusion.precond import Denoiser, coefficients
+from diffnb.models import conditioning
+from diffnb.training import loop
 
 SIGMA_DATA = 0.66
 
@@ -90,7 +93,8 @@ def test_profile_batch_limits_scale_the_learning_rate_by_the_square_root_rule():
     """full raises batch 32 to 256 (lr x sqrt 8); quick lowers the UNets' 128 to 32 (lr x sqrt 1/4),
     so that a quick UNet run takes 4 steps: the zero-initialised label path gets gradients from
     the third on (with one step per epoch it never would)."""
-    from diffnb import datasets, runtime
+    from diffnb import runtime
+    from diffnb.training import datasets
     full, quick = runtime.PROFILES["full"], runtime.PROFILES["quick"]
     for name in ("class_2", "unet_attn_cfg"):
         p = config.get_preset(name)
@@ -123,7 +127,6 @@ def test_class_labels_include_zero_and_reject_out_of_range(randomise):
 def test_tiny_overfit_loss_falls():
     torch.manual_seed(0)
     den = Denoiser(models.build(tiny("condbn").model), sigma_data=SIGMA_DATA).train()
-    from diffnb import data
     y = data.to_model_space(data.per_class(data.train_valid_split()[0], 7).images[:64])
     opt = torch.optim.Adam(den.parameters(), lr=3e-3)
 
@@ -164,10 +167,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_checkpoints, monkey
     def crash_mid_epoch(*args, **kwargs):                              # epoch 2 dies
         calls["n"] += 1
         raise KeyboardInterrupt
-    monkeypatch.setattr(training, "train_epoch", crash_mid_epoch)
+    monkeypatch.setattr(loop, "train_epoch", crash_mid_epoch)  # train looks it up there
     with pytest.raises(KeyboardInterrupt):
         training.train(p, device="cpu", progress=False)
-    monkeypatch.setattr(training, "train_epoch", real)
+    monkeypatch.setattr(loop, "train_epoch", real)
     resumed = training.train(p, device="cpu", progress=False)
     assert resumed.resumed_from == 1 and calls["n"] == 1
     for k, v in full.items():
@@ -391,7 +394,7 @@ def test_state_dicts_and_outputs_match_the_code_before_the_conditioning_module(n
         torch.testing.assert_close(new_sd[k], v, rtol=0, atol=0, msg=k)
     new.load_state_dict(_randomise(old, 5).state_dict())  # an old checkpoint loads
     x, c_noise = torch.randn(2, 1, 32, 32), torch.tensor([-1.0, 0.5])
-    labels = torch.tensor([0, conditioning.NULL_CLASS]) if cfg.class_conditional else None
+    labels = torch.tensor([0, data.NULL_CLASS]) if cfg.class_conditional else None
     for mode in (True, False):  # batch statistics, then running statistics
         old.train(mode), new.train(mode)
         with torch.no_grad():
@@ -402,24 +405,24 @@ def test_state_dicts_and_outputs_match_the_code_before_the_conditioning_module(n
 def test_labels_are_checked_on_the_cpu_only():
     """``bad.any()`` on a device tensor would wait for the device: device labels pass unchecked
     (the meta device stands for CUDA here), CPU labels and sampling's labels are checked."""
-    meta = conditioning.check_labels(torch.tensor([11], device="meta"), 1, device="meta")
+    meta = data.check_labels(torch.tensor([11], device="meta"), 1, device="meta")
     assert meta.device.type == "meta"
     with pytest.raises(ValueError, match="out of range"):
-        conditioning.check_labels(torch.tensor([11]), 1, device="meta")
+        data.check_labels(torch.tensor([11]), 1, device="meta")
     with pytest.raises(ValueError, match="whole numbers"):
-        conditioning.check_labels([0.5], 1, device="cpu")
+        data.check_labels([0.5], 1, device="cpu")
     with pytest.raises(ValueError, match="3 labels for a batch of 2"):
-        conditioning.check_labels([1, 2, 3], 2, device="cpu")
-    torch.testing.assert_close(conditioning.check_labels([4], 3, device="cpu"), torch.tensor([4, 4, 4]))
+        data.check_labels([1, 2, 3], 2, device="cpu")
+    torch.testing.assert_close(data.check_labels([4], 3, device="cpu"), torch.tensor([4, 4, 4]))
 
 
 def test_attribute_labels_null_rows_and_range():
-    check = lambda labels, **kw: conditioning.check_labels(labels, 2, device="cpu",
+    check = lambda labels, **kw: data.check_labels(labels, 2, device="cpu",
                                                            num_attributes=3, **kw)
     assert check(None).tolist() == [[-1] * 3] * 2
     assert check([[1, 0, 1]]).tolist() == [[1, 0, 1]] * 2
-    null = conditioning.null_like(check([[1, 0, 1], [0, 0, 0]]))
-    assert null.tolist() == [[conditioning.NULL_ATTRIBUTE] * 3] * 2
+    null = data.null_like(check([[1, 0, 1], [0, 0, 0]]))
+    assert null.tolist() == [[data.NULL_ATTRIBUTE] * 3] * 2
     for bad in ([[1, 0, 2], [0, 0, 0]], [[1, -1, 0], [0, 0, 0]]):
         with pytest.raises(ValueError, match="out of range"):
             check(bad)

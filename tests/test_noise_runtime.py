@@ -1,11 +1,12 @@
-"""diffnb.noise and diffnb.runtime."""
+"""diffnb.diffusion.noise and diffnb.runtime."""
 import json
 import math
 
 import pytest
 import torch
 
-from diffnb import noise, runtime
+from diffnb import runtime
+from diffnb.diffusion import noise
 
 
 def test_add_noise_is_y_plus_sigma_eps():

@@ -243,24 +243,26 @@ def test_the_repository_cites_only_what_a_reader_can_find():
         assert not re.search(rf"\b{private}\b", text), f"{name} cites {private}"
 
 
-README_CODE_LINK = re.compile(r"\[`(\w+)\.(\w+)[^`]*`\]\((diffnb/[\w/]+)\.py\)")
+README_CODE_LINK = re.compile(r"\]\((diffnb/[\w/.]*)\)")
 
 
-def test_the_readmes_code_links_name_what_their_file_defines():
-    """The course table's "code behind each figure" column: every [`module.name`](diffnb/....py)
-    names a module that is that file and a name the module defines."""
-    import importlib
-
-    links = README_CODE_LINK.findall((ROOT / "README.md").read_text())
-    assert len(links) >= 20, "the README's code column is gone"
-    for module, name, path in links:
-        assert path == f"diffnb/{module}", f"[`{module}.{name}`] links {path}.py"
-        assert hasattr(importlib.import_module(f"diffnb.{module}"), name), f"diffnb.{module}.{name}"
+def test_the_readmes_code_links_point_at_the_package():
+    """The course table's code column and the package map: every link into ``diffnb/`` names a
+    file or folder that exists, and every folder of the package is on the map."""
+    readme = (ROOT / "README.md").read_text()
+    links = README_CODE_LINK.findall(readme)
+    assert len(links) >= 15, "the README's code column is gone"
+    for path in links:
+        assert (ROOT / path).exists(), path
+    folders = {p.parent.relative_to(ROOT).as_posix() + "/" for p in (ROOT / "diffnb").glob("*/__init__.py")}
+    assert folders <= set(links), f"not on the README's map: {sorted(folders - set(links))}"
+    for nb in NOTEBOOKS:
+        assert f"(notebooks/{nb.name})" in readme, nb.name
 
 
 def committed_profile() -> str:
-    """``full`` once a full run's slide-8 table is committed (``results/``), else ``quick``."""
-    return "full" if (ROOT / "results" / "s08_fid_models.csv").exists() else "quick"
+    """``cpu`` once the cpu run's slide-8 table is committed (``results/cpu/``), else ``quick``."""
+    return "cpu" if (ROOT / "results" / "cpu" / "s08_fid_models.csv").exists() else "quick"
 
 
 def subfolder(profile: str) -> str:
@@ -271,15 +273,13 @@ def subfolder(profile: str) -> str:
 def readme_opening_problems(readme: str, *, profile: str, table, root: Path = ROOT) -> list[str]:
     """What the README's opening (before its first ``##``) gets wrong about the committed run of
     ``profile`` whose slide-8 table is ``table``: its first figure must come from that profile's
-    folder, its FID line must be ``readings.headline(table)``, and only a quick opening says the
-    full profile has not run yet; a full run's opening shows its slides 3, 7 or 10, and 8."""
-    from diffnb import readings
+    folder. A quick opening says it is a smoke run; a cpu opening shows slide 7 or 10 and slide
+    8, says the FID line ``readings.headline(table)``, and names the CPU it was trained on."""
+    from diffnb.course import readings
 
     folder = subfolder(profile)
     opening, problems = readme.split("\n## ", 1)[0], []
-    line = str(readings.headline(table))
-    if line not in " ".join(opening.split()):
-        problems.append(f"the README's opening should say: {line}")
+    flat = " ".join(opening.split())
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", opening)
     if not images:
         problems.append("the README opens without a figure")
@@ -287,19 +287,28 @@ def readme_opening_problems(readme: str, *, profile: str, table, root: Path = RO
             or not (root / images[0]).is_file():
         problems.append(f"{images[0]}: the opening figure should be one of the {profile} run's "
                         f"(figures/{folder})")
-    if ("has not run yet" in opening) != (profile != "full"):
-        problems.append("only a quick opening says that the full profile has not run yet")
-    if profile == "full":        # the course's face: noising, samples per class, the FID table
-        shown = {m[:3] for m in re.findall(r"!\[[^\]]*\]\(figures/(s\d\d_[\w.-]+)\)", opening)}
-        if not ({"s03", "s08"} <= shown and shown & {"s07", "s10"}):
-            problems.append(f"the opening shows {sorted(shown)}: it should show slides 3, 7 or "
-                            "10, and 8")
+    if ("smoke run" in flat) != (profile == "quick"):
+        problems.append("only a quick opening says that it is a smoke run")
+    if profile != "quick":       # the course's face: samples per class, the FID table
+        line = str(readings.headline(table))
+        if line not in flat:
+            problems.append(f"the README's opening should say: {line}")
+        shown = {m[:3] for m in re.findall(rf"!\[[^\]]*\]\(figures/{folder}(s\d\d_[\w.-]+)\)",
+                                           opening)}
+        if not ("s08" in shown and shown & {"s07", "s10"}):
+            problems.append(f"the opening shows {sorted(shown)}: it should show slide 7 or 10, "
+                            "and 8")
+        manifest = root / "weights" / profile / "MANIFEST.json"
+        cpus = {e["cpu"].split(" (")[0] for e in json.loads(manifest.read_text())["files"].values()} \
+            if manifest.exists() else {"(no manifest)"}
+        if not all(c in flat for c in cpus):
+            problems.append(f"the opening should name the CPU the models were trained on: {cpus}")
     return problems
 
 
 def test_the_readme_opens_with_the_committed_runs_figure_and_fids():
-    """Once the full run's results are committed (``results/s08_fid_models.csv``) this fails
-    until the README's opening is the full run's."""
+    """Once the cpu run's results are committed (``results/cpu/s08_fid_models.csv``) this fails
+    until the README's opening is the cpu run's."""
     import pandas as pd
 
     profile = committed_profile()
@@ -316,21 +325,27 @@ def test_the_readme_rule_catches_a_stale_opening(tmp_path):
                           "ours, standard (pooled)": [3.6, 20.2],
                           "report FID (slide 8)": [87.83, 127.18]})
     for name in ("s03_noising", "s10_per_class_grids", "s08_fid_models"):
-        for folder in ("figures", "figures/quick"):
+        for folder in ("figures/cpu", "figures/quick"):
             (tmp_path / folder).mkdir(parents=True, exist_ok=True)
             (tmp_path / folder / f"{name}.png").write_bytes(b"png")
+    (tmp_path / "weights/cpu").mkdir(parents=True)
+    (tmp_path / "weights/cpu/MANIFEST.json").write_text(json.dumps(
+        {"files": {"a.safetensors": {"cpu": "AMD EPYC (family 25 model 17; 2 cores)"}}}))
     line = "88-121 (report protocol; 4-20 standard) against the report's 88-127"
-    full = (f"# diffnb\n\nFIDs of {line}.\n\n![3](figures/s03_noising.png)\n"
-            "![10](figures/s10_per_class_grids.png) ![8](figures/s08_fid_models.png)\n\n## Next\n")
-    assert readme_opening_problems(full, profile="full", table=table, root=tmp_path) == []
-    quick = full.replace("figures/", "figures/quick/").replace("\n\n## ", " It has not run yet.\n\n## ")
+    cpu = (f"# diffnb\n\nFIDs of {line}. Trained on an AMD EPYC in 9 hours.\n\n"
+           "![10](figures/cpu/s10_per_class_grids.png) ![8](figures/cpu/s08_fid_models.png)\n\n"
+           "## Next\n")
+    assert readme_opening_problems(cpu, profile="cpu", table=table, root=tmp_path) == []
+    quick = "# diffnb\n\nA quick smoke run.\n\n![3](figures/quick/s03_noising.png)\n\n## Next\n"
     assert readme_opening_problems(quick, profile="quick", table=table, root=tmp_path) == []
     for stale, profile, says in [
-            (quick, "full", "should be one of the full run's"),         # left as it was
-            (full.replace("4-20", "4-21"), "full", "should say: " + line),
-            (full.replace("![10](figures/s10_per_class_grids.png) ", ""), "full", "slides 3, 7"),
-            (full.replace("\n\n## ", " It has not run yet.\n\n## "), "full", "has not run yet"),
-            (full.replace("s03_noising", "s03_missing"), "full", "s03_missing.png")]:
+            (quick, "cpu", "should be one of the cpu run's"),            # left as it was
+            (cpu.replace("4-20", "4-21"), "cpu", "should say: " + line),
+            (cpu.replace("![10](figures/cpu/s10_per_class_grids.png) ", ""), "cpu", "slide 7 or"),
+            (cpu.replace("AMD EPYC", "a CPU"), "cpu", "name the CPU"),
+            (cpu.replace("FIDs", "A smoke run's FIDs"), "cpu", "smoke run"),
+            (quick.replace("smoke run", "run"), "quick", "smoke run"),
+            (cpu.replace("s10_per_class", "s10_missing"), "cpu", "s10_missing_grids.png")]:
         problems = readme_opening_problems(stale, profile=profile, table=table, root=tmp_path)
         assert any(says in p for p in problems), (says, problems)
 
@@ -458,7 +473,8 @@ def test_saved_figure_shows_a_path_relative_to_the_repository(tmp_path, monkeypa
     import torch
     from IPython.core.formatters import DisplayFormatter
 
-    from diffnb import plots, runtime
+    from diffnb import runtime
+    from diffnb.course import plots
 
     monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
     fig = plots.grid_figure(torch.zeros(4, 1, 32, 32), nrow=2)
@@ -485,7 +501,7 @@ def test_styled_table_renders_html_and_a_clean_text_repr():
     pytest.importorskip("jinja2")
     from IPython.core.formatters import DisplayFormatter
 
-    from diffnb import tables
+    from diffnb.course import tables
 
     df = pd.DataFrame({"T-shirt/top": [133.04, 120.0], "Trouser": [53.28, 60.0]},
                       index=["Model 1", "real vs real"])

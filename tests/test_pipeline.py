@@ -1,4 +1,4 @@
-"""The run queue (diffnb.pipeline) end to end on the CPU, in the tiny profile.
+"""The run queue (diffnb.run.pipeline) end to end on the CPU, in the tiny profile.
 
 A tiny profile's queue runs once without interruption, and once cut into several commands (as
 ``--deadline`` cuts it); the same command run again resumes where the cut one stopped. Both
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffnb import pipeline, runtime, stages
+from diffnb import runtime
 from diffnb.fid import generated
+from diffnb.run import pipeline, stages
 
 STAGES = ["train:class_2+class_4", "train:base_1", "fid:class_4", "study:class0_bug"]
 TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds", "epoch_seconds", "images_per_second",
@@ -108,7 +109,8 @@ def test_plan_lists_every_stage_once_with_flops():
     # the report's eight presets are trained and scored; class_3/4 continue class_1/2's runs
     assert all(f"fid:{n}" in names for n in ("base_1", "class_3", "class_4"))
     f = stages.stage_flops(stages.Stage("train:base_1", "train", ("base_1",)), full)
-    from diffnb import config, flops, models, training
+    from diffnb import config, models, training
+    from diffnb.run import flops
     p = config.scaled(config.get_preset("base_1"), full)
     images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
     assert f["bf16"] == pytest.approx(3 * flops.forward_flops(models.build(p.model)) * images)
@@ -117,7 +119,7 @@ def test_plan_lists_every_stage_once_with_flops():
 def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch):
     import nbformat
 
-    from diffnb import execute
+    from diffnb.run import execute
 
     monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
     nb_full, nb_quick = tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"
@@ -134,9 +136,11 @@ def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch)
 
 
 def test_celebas_training_is_planned_only_where_celeba_is_found(tmp_path, monkeypatch, capsys):
-    """CelebA cannot be downloaded: without it the queue plans no CelebA stage, says why, and can
+    """CelebA needs internet access to download: without it the queue plans no CelebA stage, says why, and can
     still end "all done" (a run cut by --deadline repeats its command until it does)."""
-    from diffnb import celeba, config, flops, models, training
+    from diffnb import config, models, training
+    from diffnb.data import celeba
+    from diffnb.run import flops
 
     _use(tmp_path, monkeypatch)
     monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
@@ -252,7 +256,8 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
 
     import nbformat
 
-    from diffnb import config, execute
+    from diffnb import config
+    from diffnb.run import execute
 
     _use(tmp_path, monkeypatch)
     ran = []
@@ -344,7 +349,7 @@ def test_the_bench_stage_runs_train_speed_sized_by_the_profile(tmp_path, monkeyp
     queue's device with the profile's steps and batch; its JSON lands in results/."""
     import subprocess
 
-    from diffnb import studies
+    from diffnb.evaluation import studies
 
     _use(tmp_path, monkeypatch)
     tiny = runtime.PROFILES["tiny"]
@@ -426,7 +431,8 @@ def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
     assert ran[-1] == only[1] and len(ran) == 6
 
     # a training whose model is here would only load it: --again keeps its record and seconds
-    from diffnb import checkpoints, config
+    from diffnb import config
+    from diffnb.training import checkpoints
 
     base_1 = config.scaled(config.get_preset("base_1"), tiny)
     folder = checkpoints.run_dir(base_1, tiny)
@@ -437,3 +443,26 @@ def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
     ran.clear()
     pipeline.run(tiny, only=["train:*"], device="cpu", again=True)
     assert "train:base_1" not in ran and "train:class_2+class_4" in ran
+
+
+@pytest.mark.slow
+def test_trainings_side_by_side_finish_and_are_recorded(tmp_path, monkeypatch):
+    """``--workers 2``: the pending training stages run in two one-thread subprocesses
+    (``python -m diffnb.training``), then the queue finds their models finished and records
+    them; a stage already finished is not trained again."""
+    from diffnb.run import parallel
+
+    _use(tmp_path, monkeypatch)
+    tiny = runtime.PROFILES["tiny"]
+    only = ["train:base_1", "train:condbn_1"]
+    commands = []
+    real = parallel.command
+    monkeypatch.setattr(parallel, "command", lambda *a, **k: commands.append(a[0]) or real(*a, **k))
+    r = pipeline.run(tiny, only=only, device="cpu", workers=2)
+    assert sorted(commands) == ["base_1", "condbn_1"] and r["pending"] == [] and not r["failed"]
+    state = json.loads((tmp_path / "results" / "tiny" / "pipeline.json").read_text())
+    assert {"train:base_1", "train:condbn_1"} <= set(state["stages"])
+    assert state["stages"]["train:base_1"]["info"]["epochs"] == {"base_1": 2}
+    stages.save_state(tiny, {"stages": {}})                   # records gone, models still here
+    pipeline.run(tiny, only=only, device="cpu", workers=2)
+    assert sorted(commands) == ["base_1", "condbn_1"]         # nothing trained again

@@ -1,4 +1,4 @@
-"""diffnb.readings: every sentence names the winner, the ranking and the numbers of the data it is
+"""diffnb.course.readings: every sentence names the winner, the ranking and the numbers of the data it is
 given. Each test checks a reading against an independent computation on the same data, on tables
 in more than one order and with more than one winner, so that a reading that ignores its data,
 or reads the wrong column or the wrong end of a ranking, fails."""
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffnb import readings
+from diffnb.course import readings
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
@@ -36,7 +36,7 @@ def test_reading_is_a_markdown_string_with_a_clean_repr():
 
 
 def test_readings_imports_alone_without_torch():
-    code = ("import sys, diffnb.readings; "
+    code = ("import sys, diffnb.course.readings; "
             "bad = [m for m in ('torch', 'matplotlib', 'diffnb.runtime') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

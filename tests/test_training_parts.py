@@ -25,8 +25,9 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import checkpoints, config, data, runtime, training
-from diffnb.conditioning import NULL_CLASS
+from diffnb import config, data, runtime, training
+from diffnb.data import NULL_CLASS
+from diffnb.training import checkpoints, loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,7 +281,7 @@ def test_a_compiled_step_trains_like_the_eager_one(randomise):
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
-# The messages the trainer gives (diffnb.checkpoints.check); each says what happened and what
+# The messages the trainer gives (diffnb.training.checkpoints.check); each says what happened and what
 # to do, and deletes nothing.
 OTHER_CONFIG = (r"belongs to another configuration \(run key \w+, expected \w+ for tiny_base\)\. "
                 r"Move it away or delete it; diffnb names run folders by run key, so it was "
@@ -475,7 +476,7 @@ def test_load_final_never_trains_and_best_final_picks_the_lowest_validation_loss
         torch.testing.assert_close(picked.denoiser.state_dict()[k], v, rtol=0, atol=0)
     losses = {"t_a": 0.5, "t_b": 0.2}
     monkeypatch.setattr(checkpoints, "final_valid_loss", lambda p, profile: losses[p.name])
-    monkeypatch.setattr(training, "load_final", lambda name, **kw: SimpleNamespace(name=name))
+    monkeypatch.setattr(loop, "load_final", lambda name, **kw: SimpleNamespace(name=name))
     assert training.best_final(["t_a", "t_b"], profile=quick).name == "t_b"   # only it loaded
     losses["t_a"] = None                                                       # not finished
     assert training.best_final(["t_a", "t_b"], profile=quick) is None

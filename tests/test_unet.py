@@ -1,4 +1,4 @@
-"""The UNet (diffnb.unet): shapes, improved initialisation, class labels, per-sample independence,
+"""The UNet (diffnb.models.unet): shapes, improved initialisation, class labels, per-sample independence,
 training, size."""
 from dataclasses import replace
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from diffnb import data, models
-from diffnb.conditioning import NULL_CLASS
 from diffnb.config import ModelConfig
-from diffnb.precond import Denoiser, coefficients
-from diffnb.unet import UNet
+from diffnb.data import NULL_CLASS
+from diffnb.diffusion.precond import Denoiser, coefficients
+from diffnb.models.unet import UNet
 
 SIGMA_DATA = 0.66
 

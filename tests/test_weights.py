@@ -1,4 +1,4 @@
-"""Kept weights (diffnb.weights): finished models as safetensors files with a checksummed
+"""Kept weights (diffnb.run.weights): finished models as safetensors files with a checksummed
 manifest, resume points of cut trainings as plain files; found again by a fresh clone without
 training, and refused with a way out when corrupt."""
 import hashlib
@@ -8,7 +8,9 @@ import subprocess
 import pytest
 import torch
 
-from diffnb import checkpoints, config, runtime, training, weights
+from diffnb import config, runtime, training
+from diffnb.run import weights
+from diffnb.training import checkpoints, loop
 
 FULL, TINY = runtime.PROFILES["full"], runtime.PROFILES["tiny"]
 
@@ -100,9 +102,11 @@ def test_a_fresh_clone_loads_the_kept_weights_without_training(repo, tmp_path, m
     assert entry["train_seconds"] == round(sum(trained.history["epoch_seconds"]), 1)
     assert manifest["resume"][f"{run}.resume.pt"]["for"] == ["t_long"]
     assert weights.check(TINY) == []
+    card = (repo / "weights/tiny/README.md").read_text()
+    assert "| `t_short.safetensors` |" in card and f"`{run}.resume.pt`: epoch 2, for t_long" in card
 
     clone = _clone(repo, tmp_path, monkeypatch)
-    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained a kept model"))
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("trained a kept model"))
     again = training.load_or_train("t_short", profile=TINY, device="cpu", progress=False)
     assert again.finished and len(again.history["train_loss"]) == 2
     for k, v in trained.denoiser.state_dict().items():
@@ -200,3 +204,14 @@ def test_the_commit_is_dirty_for_changed_code_not_for_rewritten_outputs(repo, mo
     assert commit() == head + "+dirty"
     monkeypatch.setenv(runtime.COMMIT_ENV, "abc123")          # a tree without its history
     assert commit() == "abc123"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", weights.KEPT_PROFILES)
+def test_the_committed_kept_files_check_out(name):
+    """The repository's own kept weights: sha256, load, and the loss on the fixed batch equal to
+    the manifest's within 1e-3; resume points by sha256."""
+    profile = runtime.PROFILES[name]
+    if not (checkpoints.kept_dir(profile) / checkpoints.KEPT_MANIFEST).exists():
+        pytest.skip(f"no weights/{name}/ in this checkout")
+    assert weights.check(profile) == []

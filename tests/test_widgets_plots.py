@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from diffnb import data, noise, plots, runtime, widgets
+from diffnb import data, runtime
+from diffnb.course import plots, widgets
+from diffnb.diffusion import noise
 
 
 def decode(png: bytes) -> np.ndarray:

@@ -162,7 +162,7 @@ def evaluate(generate, *, protocol: str, n: int, n_per_class: int | None = None,
     Class c is generated with seed ``seed + c``. A generator with a ``features(label, n, seed,
     batch_size=, device=)`` method gives the features itself (and gets every :func:`draws` at
     once from its ``prefetch(draws, batch_size=, device=)`` if it has one), as
-    ``diffnb.sources.SampleSource`` does: cached, and drawn for all classes at once.
+    ``diffnb.evaluation.sources.SampleSource`` does: cached, and drawn for all classes at once.
 
     ``report``: per class, n generated vs n real training images (64 in the report);
     ``average`` = mean of the ten per-class FIDs, the report's "Average FID". Not

@@ -1,0 +1,32 @@
+"""Scoring trained models, and the studies the notebooks read back.
+
+  scoring      FID of a trained preset (report and standard protocols), the report's tables
+               rebuilt from the saved scores; ``python -m diffnb.evaluation PRESET``
+  sources      generated images as FID sources: seeded, batched, their features cached
+  studies      the notebooks' studies (ablation, floor curve, class-0 bug ...), memoised
+  classifier   a Fashion-MNIST classifier beside FID; ``python -m diffnb.evaluation.classifier``
+
+The scoring names are re-exported here: ``from diffnb import evaluation`` then
+``evaluation.score(trained)``; studies: ``from diffnb.evaluation import studies``.
+"""
+from diffnb.evaluation.scoring import (
+    Change,
+    SamplerSpec,
+    SampleSource,
+    ablation,
+    excess_over_floor,
+    fid_weights,
+    floor_curve,
+    load_scores,
+    nfe_study,
+    one_warning,
+    rank_classes,
+    report_slide9_table,
+    score,
+    slide8_table,
+    slide9_table,
+)
+
+__all__ = ["Change", "SampleSource", "SamplerSpec", "ablation", "excess_over_floor", "fid_weights",
+           "floor_curve", "load_scores", "nfe_study", "one_warning", "rank_classes",
+           "report_slide9_table", "score", "slide8_table", "slide9_table"]

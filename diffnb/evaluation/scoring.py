@@ -1,0 +1,257 @@
+"""Scoring trained presets with FID (slides 8-9): results files with their provenance, and the
+report's tables rebuilt from those files. Samplers become FID sources in :mod:`diffnb.evaluation.sources`.
+
+Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
+sampler, steps and device; the tables are read back from there, so no number is typed by hand.
+The FID sizes are the run profile's. ``python -m diffnb.evaluation PRESET`` scores one preset.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+
+from diffnb import config, data, fid, runtime, training
+from diffnb.diffusion import sampling
+from diffnb.evaluation.sources import SamplerSpec, SampleSource
+from diffnb.results import atomic_write, provenance
+from diffnb.training import checkpoints
+
+
+def _result_path(preset_name: str, tag: str):
+    folder = runtime.output_dir("results") / "fid"
+    folder.mkdir(exist_ok=True)
+    return folder / f"{preset_name}{tag}.json"
+
+
+def _read_result(path) -> dict:
+    """A results JSON file, or a ValueError naming it when it does not parse (a cut-short write)."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is corrupt ({err})") from None
+
+
+def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
+    """The FID sizes of each protocol (keywords of :func:`fid.evaluate`) in a run profile."""
+    return {"report": {"n": profile.fid_report_per_class},
+            "standard": {"n": profile.fid_standard_n, "n_per_class": profile.fid_standard_per_class,
+                         "test_n": profile.fid_test_n}}
+
+
+def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed: int = 0,
+          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True,
+          profile: runtime.Profile | None = None) -> dict:
+    """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
+
+    A result that *this checkout* computed for the same preset, weights, profile, sampler, seed
+    and sizes is reused (``reuse``); a committed result from elsewhere (a fresh clone, CI) is
+    always recomputed, so every number in ``results/`` is re-derived where it is checked. A
+    results file that does not parse is recomputed, with a warning. Under 2048 images per set,
+    one :class:`fid.SmallSampleWarning` at the caller's line.
+
+    Samples come from a :class:`SampleSource`: every class of both protocols is drawn at once,
+    and features of a (sampler, class, seed) stream already in the feature cache
+    (``.cache/fid/generated``, git-ignored) are read, not generated again; the numbers are the
+    same either way. ``generated_images`` counts the samples drawn, ``reused_images`` the
+    samples whose features came from that cache.
+    """
+    preset = trained.preset
+    p = profile or runtime.profile()
+    spec = spec.resolved(p)
+    sizes = _protocol_sizes(p)
+    unknown = set(protocols) - set(sizes)
+    if unknown:
+        raise ValueError(f"unknown protocols {sorted(unknown)}; use some of {fid.PROTOCOLS}")
+    cc = preset.model.class_conditional
+    smallest = min(fid.smallest_set(pr, class_conditional=cc, **sizes[pr]) for pr in protocols)
+    fid.warn_small_sample(smallest, what=f"scoring {preset.name} ({', '.join(protocols)}; "
+                          f"profile {p.name}): smallest set {smallest}", stacklevel=2)
+    want = {"preset": preset.name, "run_key": config.run_key(preset), "profile": p.name,
+            "seed": seed, "sampler": spec.__dict__, "protocols": list(protocols),
+            "sizes": {"report": p.fid_report_per_class, "standard": p.fid_standard_n,
+                      "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
+    den = trained.raw if spec.weights == "raw" else trained.denoiser
+    want["weights_fingerprint"] = checkpoints.fingerprint(den)
+    path = _result_path(preset.name, tag)
+    stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
+    if reuse and path.exists() and not runtime.rescore() and \
+            (stamp.exists() or runtime.reuse_committed(p)):
+        try:
+            old = _read_result(path)
+            stamped = _read_result(stamp) if stamp.exists() else None
+        except ValueError as err:
+            warnings.warn(f"{err}; scoring {preset.name} again", stacklevel=2)
+        else:
+            if (stamped == want or runtime.reuse_committed(p)) and \
+                    all(old.get(k) == v for k, v in want.items()):
+                return old
+    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"])
+    # every draw of every protocol at once (the standard protocol's extend the report's)
+    gen.plan([d for pr in protocols for d in fid.draws(pr, seed=seed, class_conditional=cc,
+                                                        **sizes[pr])])
+    t0 = time.perf_counter()
+    out = {**provenance(**want), "title": preset.title, "params": preset.params_text,
+           "sampler_label": spec.label, "epochs": preset.train.epochs,
+           "train_seconds": float(sum(trained.history["epoch_seconds"])),
+           "parameters": sum(x.numel() for x in trained.raw.net.parameters())}
+    for protocol in protocols:
+        out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
+                                     warn=False, **sizes[protocol])
+    out["generated_images"] = gen.generated   # drawn by the sampler for this call
+    out["reused_images"] = gen.reused         # features read from the cache instead
+    out["eval_seconds"] = time.perf_counter() - t0
+    atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
+    atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
+    return out
+
+
+def load_scores(names, *, tag: str = "") -> dict[str, dict]:
+    scores = {}
+    for name in names:
+        path = _result_path(name, tag)
+        if not path.exists():
+            raise FileNotFoundError(f"no FID result for {name!r} at {path}: run score() first")
+        try:
+            scores[name] = _read_result(path)
+        except ValueError as err:
+            raise ValueError(f"{err}: run score() for {name!r} again to rewrite it") from None
+    return scores
+
+
+def fid_weights(scores: dict[str, dict]) -> str:
+    """Which Inception weights made ``scores``: "fp32" (pytorch-fid's, exact: every score
+    written without a ``fid_weights`` field) unless a score's field names another kind."""
+    kinds = sorted({s.get("fid_weights", "fp32") for s in scores.values()})
+    return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
+
+
+def slide8_table(scores: dict[str, dict]) -> pd.DataFrame:
+    """Slide 8: the report's "Average FID" beside ours under both protocols, with floors."""
+    rows = []
+    for name, s in scores.items():
+        preset = config.get_preset(name)
+        rep, std = s["report"], s["standard"]
+        rows.append({"preset": name, "model": s["title"], "parameters": s["params"],
+                     "report FID (slide 8)": preset.report_fid,
+                     "ours, report protocol": rep["average"],
+                     "floor (report)": rep["floor_average"],
+                     "ours, standard (pooled)": std["pooled"],
+                     "floor (standard)": std["floor_pooled"],
+                     "KID x1e3": 1e3 * std["kid_mean"],
+                     "n report": rep["n"], "n standard": std["n"]})
+    return pd.DataFrame(rows)
+
+
+def slide9_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
+    """Slide 9: per-class FID, one row per class-conditional preset, plus the floor row."""
+    rows = {config.get_preset(n).title: s[protocol]["per_class"] for n, s in scores.items()}
+    first = next(iter(scores.values()))[protocol]
+    rows[f"real vs real (n={first['n_per_class'] or first['n']})"] = first["floor_per_class"]
+    return pd.DataFrame(rows).T[list(data.CLASS_NAMES)]
+
+
+def report_slide9_table() -> pd.DataFrame:
+    """The report's own slide-9 numbers (config.REPORT_PER_CLASS_FID)."""
+    return pd.DataFrame({config.get_preset(n).title: dict(zip(data.CLASS_NAMES, v))
+                         for n, v in config.REPORT_PER_CLASS_FID.items()}).T
+
+
+def floor_curve(ns: list[int], *, seed: int = 0) -> pd.DataFrame:
+    """Real-vs-real FID (:func:`fid.real_vs_real`, the protocols' floor) of n vs n other training
+    images, for each n; one feature pass: each pair is a slice of one seeded draw of 2 max(ns)."""
+    fid.real_features("train", n=2 * max(ns), seed=seed)
+    return pd.DataFrame([{"n": n, "real_vs_real_fid": fid.real_vs_real(n, seed=seed)}
+                         for n in ns])
+
+
+def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:
+    """Per-class FID minus the real-vs-real floor: how much of a number the model is to blame for."""
+    floor = per_class.iloc[-1]
+    return per_class.iloc[:-1] - floor
+
+
+def rank_classes(per_class: pd.DataFrame) -> pd.Series:
+    """Mean rank of each class across the models (1 = best), worst last."""
+    return per_class.rank(axis=1).mean().sort_values()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of an ablation: a label, the trained preset it uses and how it is sampled."""
+
+    label: str
+    preset: str
+    spec: SamplerSpec = SamplerSpec()
+
+
+@contextmanager
+def one_warning(what: str, profile: runtime.Profile | None, *, at_caller: bool = True):
+    """Scoring many times warns once, then is quiet. The warning points at the function that
+    holds the ``with`` (``at_caller=False``: a notebook cell) or at its caller (a study)."""
+    p = profile or runtime.profile()
+    fid.warn_small_sample(p.fid_standard_per_class * data.NUM_CLASSES, what=f"{what} (profile "
+                          f"{p.name}, standard protocol n={p.fid_standard_n})",
+                          stacklevel=4 if at_caller else 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fid.SmallSampleWarning)
+        yield
+
+
+def ablation(changes: list[Change], trained: dict[str, training.Trained], *, seed: int = 0,
+             name: str = "ablation", profile: runtime.Profile | None = None) -> pd.DataFrame:
+    """Score each change with the standard protocol; one row per change, with provenance."""
+    rows = []
+    with one_warning(f"{name} of {len(changes)} changes", profile):
+        scores = [score(trained[c.preset], spec=c.spec, seed=seed, protocols=("standard",),
+                        tag=f"__{name}{i}", profile=profile) for i, c in enumerate(changes)]
+    for change, s in zip(changes, scores):
+        std = s["standard"]
+        rows.append({"change": change.label, "preset": change.preset,
+                     "sampler": s["sampler_label"], "FID": std["pooled"],
+                     "floor": std["floor_pooled"], "KID x1e3": 1e3 * std["kid_mean"],
+                     "parameters": s["parameters"], "epochs": s["epochs"],
+                     "train min": s["train_seconds"] / 60, "n": std["n"]})
+    return pd.DataFrame(rows)
+
+
+def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: int = 0,
+              guidance: float = 1.0, profile: runtime.Profile | None = None) -> pd.DataFrame:
+    """Standard-protocol FID against network evaluations, per solver."""
+    rows = []
+    with one_warning(f"FID vs NFE of {trained.preset.name}", profile):
+        for solver, counts in steps.items():
+            for k in counts:
+                spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
+                s = score(trained, spec=spec, seed=seed, protocols=("standard",),
+                          tag=f"__nfe_{solver}{k}_w{guidance:g}", profile=profile)
+                rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
+                             "FID": s["standard"]["pooled"],
+                             "floor": s["standard"]["floor_pooled"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    """``python -m diffnb.evaluation PRESET [--protocol P] [--seed S]``: train or load the preset
+    in the run profile, score it (:func:`score`) and print the results JSON."""
+    parser = argparse.ArgumentParser(prog="python -m diffnb.evaluation",
+                                     description="FID of a trained preset (DIFFNB_PROFILE sizes).")
+    parser.add_argument("preset", help=f"one of {', '.join(config.PRESETS)}")
+    parser.add_argument("--protocol", choices=fid.PROTOCOLS, action="append",
+                        help="repeatable; default: both")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    protocols = tuple(dict.fromkeys(args.protocol or fid.PROTOCOLS))
+    try:
+        trained = training.load_or_train(args.preset)
+    except KeyError as err:  # unknown preset: the message lists the known ones
+        parser.error(str(err))
+    # a single protocol goes to its own file: results/fid/<preset>.json keeps both
+    tag = "" if set(protocols) == set(fid.PROTOCOLS) else "__" + "_".join(protocols)
+    result = score(trained, seed=args.seed, protocols=protocols, tag=tag)
+    print(json.dumps(result, indent=2, sort_keys=True, default=float))
