@@ -4,8 +4,9 @@
 #   make test        ruff (lint), lint-imports (pyproject.toml's layers: imports only go down),
 #                    unit tests (two workers), then nbval over the notebooks in order,
 #                    then the browser test (it reuses the models the notebooks trained)
-# DIFFNB_PROFILE=quick|full|full-b32|tiny picks the loop sizes (runtime.PROFILES; default: full
-# with CUDA, quick without).
+# DIFFNB_PROFILE=cpu|quick|full|full-b32|tiny picks the loop sizes (runtime.PROFILES; default:
+# cpu once weights/cpu/ keeps all its models, quick before; docs/profiles.md).
+# WORKERS=2 trains two models side by side, one thread each (a 2-core CPU).
 # AGAIN=1 runs every stage again though results/[<profile>/]pipeline.json records it as done
 # (a fresh clone holds the committed run's record): models and scores that still match are reused.
 PY := .venv/bin/python
@@ -13,7 +14,8 @@ PY := .venv/bin/python
 .PHONY: reproduce test setup clean benchmarks
 reproduce:
 	bash scripts/setup.sh
-	$(PY) -m diffnb.run.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again)
+	$(PY) -m diffnb.run.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again) \
+		$(if $(WORKERS),--workers $(WORKERS))
 
 test:
 	bash scripts/setup.sh --test

@@ -144,8 +144,8 @@ def test_device_override_and_seed(monkeypatch):
 
 
 def test_bf16_autocast_only_where_it_is_faster(monkeypatch, tmp_path):
-    """On a CPU bf16 beats fp32 only with AMX (runtime.cpu_bf16_fast: slower with AVX-512 BF16
-    alone, emulated and ~9x slower on AVX2): the default follows the CPU; CUDA always gets bf16."""
+    """On a CPU the default follows runtime.cpu_bf16_fast (AMX: yes; AVX2 only: no, bf16 is
+    emulated; AVX-512 BF16 alone: measured); CUDA always gets bf16."""
     assert runtime.default_amp(torch.device("cuda")) is True
     assert runtime.default_amp(torch.device("meta")) is False
     monkeypatch.setattr(runtime, "cpu_bf16_fast", lambda: False)
@@ -160,6 +160,32 @@ def test_bf16_autocast_only_where_it_is_faster(monkeypatch, tmp_path):
     info.write_text("flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n")
     assert "amx_bf16" in runtime.cpu_flags(str(info))
     assert runtime.cpu_flags(str(tmp_path / "absent")) == set()
+
+
+def test_bf16_on_a_cpu_is_decided_by_its_units_then_by_measurement(monkeypatch):
+    from diffnb import hardware
+
+    def decide(flags, speedup):
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: set(flags))
+        monkeypatch.setattr(hardware, "_bf16_speedup", lambda: speedup)
+        hardware.cpu_bf16_fast.cache_clear()
+        try:
+            return hardware.cpu_bf16_fast()
+        finally:
+            hardware.cpu_bf16_fast.cache_clear()
+    assert decide({"avx2", "avx512_bf16", "amx_bf16"}, 0.5) is True       # AMX: not measured
+    assert decide({"avx2"}, 5.0) is False                                  # emulated
+    assert decide({"avx2", "avx512_bf16"}, 2.0) is True                    # a Zen 4 EPYC
+    assert decide({"avx2", "avx512_bf16"}, 0.63) is False                  # a Xeon without AMX
+    with torch.no_grad():                                 # first asked inside sampling
+        assert hardware._bf16_speedup() > 0
+
+
+def test_the_cpu_model_names_its_bf16_units(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert runtime.cpu_model(str(info)).startswith("AMD EPYC (family 25 model 17; AVX-512 BF16;")
 
 
 def test_cudnn_autotuner_is_set_for_cuda_runs_only(monkeypatch):
