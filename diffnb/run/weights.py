@@ -112,10 +112,7 @@ def keep(profile: runtime.Profile) -> list[str]:
         name = checkpoints.kept_path(preset, profile).name
         if manifest["files"].get(name, {}).get("run_key") == config.run_key(preset):
             continue
-        folder_ = checkpoints.run_dir(preset, profile)
-        found = next((p for p in (folder_ / checkpoints.final_name(preset.train.epochs),
-                                  folder_ / checkpoints.final_name(preset.train.epochs, half=True))
-                      if p.exists()), None)
+        found = checkpoints.finished_here(preset, profile)
         if found is None:
             continue
         entry = _keep_final(preset, profile, found)

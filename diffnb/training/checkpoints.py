@@ -152,15 +152,22 @@ def _kept_entry(preset: Preset, profile: runtime.Profile) -> dict | None:
         else None
 
 
+def finished_here(preset: Preset, profile: runtime.Profile) -> Path | None:
+    """The run folder's finished checkpoint of exactly ``preset.train.epochs`` epochs, full or
+    compact; None when this machine has not finished it."""
+    folder, epochs = run_dir(preset, profile), preset.train.epochs
+    return next((path for path in (folder / final_name(epochs),
+                                   folder / final_name(epochs, half=True)) if path.exists()), None)
+
+
 def find_final(preset: Preset, profile: runtime.Profile) -> Path | None:
     """A finished checkpoint of exactly ``preset.train.epochs`` epochs: full or compact in the
-    run's folder, else the kept weights (``weights/<profile>/<preset>.safetensors``) unless
-    :func:`train_anew`. A kept file that its manifest lists but that is missing is an error."""
-    epochs = preset.train.epochs
-    folder = run_dir(preset, profile)
-    for path in (folder / final_name(epochs), folder / final_name(epochs, half=True)):
-        if path.exists():
-            return path
+    run's folder (:func:`finished_here`), else the kept weights
+    (``weights/<profile>/<preset>.safetensors``) unless :func:`train_anew`. A kept file that its
+    manifest lists but that is missing is an error."""
+    here = finished_here(preset, profile)
+    if here is not None:
+        return here
     if _kept_entry(preset, profile) is None:
         return None
     path = kept_path(preset, profile)
@@ -177,11 +184,9 @@ def is_finished(preset: Preset, profile: runtime.Profile) -> bool:
 def final_valid_loss(preset: Preset, profile: runtime.Profile) -> float | None:
     """The last validation loss of the preset's finished run, from its checkpoint here, else from
     its kept weights' manifest entry. None when the run has not finished."""
-    folder = run_dir(preset, profile)
-    for path in (folder / final_name(preset.train.epochs),
-                 folder / final_name(preset.train.epochs, half=True)):
-        if path.exists():
-            return float(load(path)["history"]["valid_loss"][-1])
+    here = finished_here(preset, profile)
+    if here is not None:
+        return float(load(here)["history"]["valid_loss"][-1])
     entry = _kept_entry(preset, profile)
     return None if entry is None else float(entry["valid_loss"])
 
