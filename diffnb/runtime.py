@@ -45,6 +45,15 @@ class Profile:
     bench_steps: int = 200          # benchmarks/train_speed.py: timed steps of diffnb's loop
     bench_batch: int = 512          # ... at this batch (the naive loop: the same images by 32)
     epochs: tuple[tuple[str, int], ...] = ()  # (preset, epochs) pairs that replace epochs_scale
+    standard_for: str = "all"       # report models scored with the standard protocol: "all", or
+    #                                 the "best" (lowest report-protocol Average FID) alone
+    fid_study_n: int | None = None  # notebook 06's ablation and FID vs NFE: standard protocol's
+    #                                 n (a tenth per class); None: fid_standard_n
+
+    def __post_init__(self):
+        if self.standard_for not in ("all", "best"):
+            raise ValueError(f"Profile {self.name!r}: standard_for={self.standard_for!r}; "
+                             "use 'all' or 'best'")
 
 
 PROFILES = {
@@ -74,14 +83,16 @@ PROFILES = {
 
 # Two CPU cores (docs/cpu-profile.md): the report's recipe (batch 32, lr 1e-3) for 3 of its 50
 # epochs (class_3/class_4: 6 of 100), notebook 06's models at their batch 128; the best of them,
-# unet_attn_cfg, 7 epochs. Every score at the report's and the standard protocol's sizes.
+# unet_attn_cfg, 7 epochs. The report protocol at the report's sizes for all eight; the standard
+# protocol (10k) for the best of them and notebook 06's best; its other rows at 2,000 samples.
 PROFILES["cpu"] = Profile(name="cpu", epochs_scale=0.06, epoch_images=None, valid_images=None,
                           grid_samples=64, per_class_samples=64, fid_report_per_class=64,
                           fid_standard_n=10_000, fid_standard_per_class=1_000, fid_test_n=None,
                           sampler_steps=50, floor_ns=(16, 64, 256, 1024, 5000),
                           nfe_steps={"euler": (10, 18, 35, 50), "heun": (6, 10, 18, 26)},
                           heun_steps=18, bench_steps=20, bench_batch=64,
-                          epochs=(("unet_attn_cfg", 7),))
+                          epochs=(("unet_attn_cfg", 7),), standard_for="best",
+                          fid_study_n=2_000)
 
 # The report's recipe (batch 32, lr 1e-3) at full size: one flag away from "full".
 PROFILES["full-b32"] = replace(PROFILES["full"], name="full-b32", train_batch=None)

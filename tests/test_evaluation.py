@@ -229,3 +229,62 @@ def test_cli_rejects_an_unknown_preset(capsys):
     with pytest.raises(SystemExit):
         evaluation.scoring.main(["no_such_preset"])
     assert "known presets" in capsys.readouterr().err
+
+
+def test_slide8_shows_the_standard_protocol_only_where_it_was_scored():
+    scores = {"class_1": _fake_score("Class Conditional 1", 0), "class_2": _fake_score("Class Conditional 2", 10)}
+    del scores["class_1"]["standard"]
+    t8 = evaluation.slide8_table(scores)
+    assert np.isnan(t8["ours, standard (pooled)"].iloc[0]) and t8["ours, standard (pooled)"].iloc[1] == 70.0
+    assert t8["ours, report protocol"].tolist() == [scores[n]["report"]["average"] for n in scores]
+
+
+def test_best_only_profiles_score_the_standard_protocol_for_the_best_report_model(monkeypatch):
+    """standard_for="best": every model gets the report protocol, the lowest Average FID alone
+    the standard one (its own file); standard_for="all": both for every model."""
+    calls = []
+
+    def fake_score(trained, *, seed, protocols, tag, profile):
+        calls.append((trained, protocols, tag))
+        avg = {"class_1": 30.0, "class_2": 20.0, "class_3": 25.0}[trained]
+        return {pr: {"average": avg, "pooled": avg + 1} for pr in protocols}
+
+    monkeypatch.setattr(evaluation.scoring, "score", fake_score)
+    names = ["class_1", "class_2", "class_3"]
+    best = runtime.PROFILES["cpu"]
+    assert best.standard_for == "best"
+    scores = evaluation.scoring.report_models(names, profile=best, trained=lambda n: n)
+    assert [c for c in calls if c[1] == ("standard",)] == [("class_2", ("standard",), "__standard")]
+    assert [n for n, s in scores.items() if "standard" in s] == ["class_2"]
+    assert all(c[2] == "__report" for c in calls if c[1] == ("report",))
+    calls.clear()
+    evaluation.scoring.report_models(names, profile=best, trained=lambda n: n, standard=False)
+    assert all(c[1] == ("report",) for c in calls) and len(calls) == 3
+    calls.clear()
+    scores = evaluation.scoring.report_models(names, profile=runtime.PROFILES["quick"],
+                                              trained=lambda n: n)
+    assert calls == [(n, fid.PROTOCOLS, "") for n in names]
+    assert all("standard" in s for s in scores.values())
+
+
+def test_studies_score_at_the_profiles_study_size():
+    cpu = runtime.PROFILES["cpu"]
+    study = evaluation.scoring.study_profile(cpu)
+    assert (study.fid_standard_n, study.fid_standard_per_class) == (cpu.fid_study_n, cpu.fid_study_n // 10)
+    assert study.fid_report_per_class == cpu.fid_report_per_class and study.name == cpu.name
+    quick = runtime.PROFILES["quick"]
+    assert quick.fid_study_n is None and evaluation.scoring.study_profile(quick) is quick
+    with pytest.raises(ValueError, match="standard_for='some'; use 'all' or 'best'"):
+        runtime.Profile(name="x", epochs_scale=1.0, epoch_images=None, valid_images=None,
+                        grid_samples=1, per_class_samples=1, fid_report_per_class=1, fid_standard_n=1,
+                        fid_standard_per_class=1, fid_test_n=None, sampler_steps=1, standard_for="some")
+
+
+def test_notebook_06s_best_gets_the_full_standard_protocol_where_the_ablation_is_smaller(monkeypatch):
+    calls = []
+    monkeypatch.setattr(evaluation.scoring, "score",
+                        lambda trained, **kw: calls.append((kw.get("protocols"), kw["tag"])) or {})
+    change = evaluation.Change("best", "unet_attn_cfg")
+    evaluation.scoring.best_change("t", change, profile=runtime.PROFILES["cpu"])
+    evaluation.scoring.best_change("t", change, profile=runtime.PROFILES["quick"])
+    assert calls == [(None, "__best"), (("report",), "__best_report")]  # None: both protocols

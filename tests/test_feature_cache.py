@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffnb import config, evaluation, fid, runtime
+from diffnb import config, data, evaluation, fid, runtime
 from diffnb.diffusion import sampling
 from diffnb.evaluation import sources, studies
 from diffnb.fid import generated, network, reference
@@ -288,3 +288,63 @@ def test_batched_path_equals_per_class_path_with_inception(tmp_path, monkeypatch
         src = sources.SampleSource(trained.denoiser, SPEC)
         assert fid.evaluate(src, protocol="report", n=2, warn=False) == old
     assert (src.generated, src.reused) == (0, 20)
+
+
+@pytest.fixture
+def reader(monkeypatch):
+    """A random classifier standing in for the kept one (scoring.kept_reader), with a manifest."""
+    from diffnb.evaluation import classifier, reading
+
+    torch.manual_seed(1)
+    model = classifier.Classifier(width=4).eval()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.normal_(m.weight, std=0.5)
+    monkeypatch.setattr(reading, "kept_reader", lambda: model)
+    per_class = {c: 0.5 + 0.05 * k for k, c in enumerate(data.CLASS_NAMES)}
+    monkeypatch.setattr(classifier, "manifest",
+                        lambda: {"sha256": "stand-in", "test_accuracy_per_class": per_class})
+    return model
+
+
+def test_the_classifier_reads_the_scored_samples_and_its_reading_is_cached(cache, trained,
+                                                                            reader):
+    """Each class's own-class share is the classifier's reading of exactly the samples FID saw;
+    scored again, nothing is drawn and the reading comes from the cache."""
+    from diffnb.evaluation import classifier
+
+    p = runtime.profile()
+    first = evaluation.score(trained, spec=SPEC, reuse=False)
+    plain = sources.SampleSource(trained.denoiser, SPEC, cache=False)
+    for protocol, sizes in evaluation.scoring._protocol_sizes(p).items():
+        drawn = fid.draws(protocol, seed=0, class_conditional=True, **sizes)
+        expected = [float((classifier.predict(reader, plain(torch.full((n,), c), n, s)) == c)
+                          .float().mean()) for c, n, s in drawn]
+        assert first[protocol]["own_class_share"] == expected
+        assert first[protocol]["classified_per_class"] == [n for _, n, _ in drawn]
+    assert len({round(x, 6) for x in first["standard"]["own_class_share"]}) > 1  # not constant
+    second = evaluation.score(trained, spec=SPEC, reuse=False)
+    assert second["generated_images"] == 0
+    assert _numbers(second) == _numbers(first)
+    table = evaluation.reading.own_class_table({"class_2": second}, protocol="standard")
+    assert list(table.index) == [trained.preset.title, "classifier on real test images"]
+    assert table.iloc[0].tolist() == second["standard"]["own_class_share"]
+    assert table.iloc[1].tolist() == [0.5 + 0.05 * k for k in range(10)]
+
+
+def test_features_cached_without_a_reading_are_drawn_again_for_the_reader(cache, trained,
+                                                                          reader, monkeypatch):
+    """A cache filled by scoring without the classifier: with it, the samples are drawn again
+    (the reading needs the images), and the FID numbers are the same."""
+    from diffnb.evaluation import reading
+
+    monkeypatch.setattr(reading, "kept_reader", lambda: None)
+    without = evaluation.score(trained, spec=SPEC, reuse=False)
+    assert "own_class_share" not in without["report"] and without["classifier"] is None
+    monkeypatch.setattr(reading, "kept_reader", lambda: reader)
+    read = evaluation.score(trained, spec=SPEC, reuse=False)
+    assert read["generated_images"] == without["generated_images"] > 0
+    assert read["classifier"] == "stand-in"
+    for protocol in fid.PROTOCOLS:
+        assert {k: v for k, v in read[protocol].items() if k in without[protocol]} == \
+            without[protocol]

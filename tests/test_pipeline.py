@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from diffnb import runtime
+from diffnb.evaluation import studies
 from diffnb.fid import generated
 from diffnb.run import pipeline, stages
 
@@ -114,6 +115,23 @@ def test_plan_lists_every_stage_once_with_flops():
     p = config.scaled(config.get_preset("base_1"), full)
     images = p.train.epochs * training.steps_per_epoch(p) * p.train.batch_size
     assert f["bf16"] == pytest.approx(3 * flops.forward_flops(models.build(p.model)) * images)
+
+
+def test_a_best_only_profile_plans_the_bests_standard_protocol_after_every_report_score():
+    """cpu (standard_for="best"): fid:<preset> is the report protocol alone, then one stage
+    scores the best with the standard protocol; studies sample at fid_study_n."""
+    cpu, full = runtime.PROFILES["cpu"], runtime.PROFILES["full"]
+    names = [s.name for s in stages.plan(cpu)]
+    assert names.index("fid:best_standard") == 1 + max(i for i, n in enumerate(names)
+                                                         if n.startswith("fid:class_"))
+    assert "fid:best_standard" not in [s.name for s in stages.plan(full)]
+    assert stages.reads_models(stages.BEST_STANDARD, cpu) == stages.BEST_STANDARD.presets
+    one = stages.Stage("fid:class_1", "fid", ("class_1",))
+    (n_cpu, _, _), = studies.sampling_work(one, cpu)
+    (n_full, _, _), = studies.sampling_work(one, full)
+    assert n_cpu == 10 * cpu.fid_report_per_class and n_full > n_cpu
+    ablation = stages.Stage("study:ablation", "study", ())
+    assert {s for s, _, _ in studies.sampling_work(ablation, cpu)} == {cpu.fid_study_n}
 
 
 def test_quick_runs_never_overwrite_a_full_runs_notebooks(tmp_path, monkeypatch):

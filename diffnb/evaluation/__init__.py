@@ -5,10 +5,12 @@
   sources      generated images as FID sources: seeded, batched, their features cached
   studies      the notebooks' studies (ablation, floor curve, class-0 bug ...), memoised
   classifier   a Fashion-MNIST classifier beside FID; ``python -m diffnb.evaluation.classifier``
+  reading      what that classifier reads in the scored samples (own-class share, histogram)
 
 The scoring names are re-exported here: ``from diffnb import evaluation`` then
 ``evaluation.score(trained)``; studies: ``from diffnb.evaluation import studies``.
 """
+from diffnb.evaluation.reading import own_class_table
 from diffnb.evaluation.scoring import (
     Change,
     SamplerSpec,
@@ -28,5 +30,5 @@ from diffnb.evaluation.scoring import (
 )
 
 __all__ = ["Change", "SampleSource", "SamplerSpec", "ablation", "excess_over_floor", "fid_weights",
-           "floor_curve", "load_scores", "nfe_study", "one_warning", "rank_classes",
+           "floor_curve", "load_scores", "nfe_study", "one_warning", "own_class_table", "rank_classes",
            "report_slide9_table", "score", "slide8_table", "slide9_table"]

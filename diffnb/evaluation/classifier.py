@@ -71,12 +71,18 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: Classifier, x: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
-    """Predicted classes of model-space images (any device; computed on the model's)."""
+def probabilities(model: Classifier, x: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
+    """(N, 10) class probabilities of model-space images, each read with its mirror image
+    (any device; computed on the model's)."""
     model.eval()
     dev = next(model.parameters()).device
-    return torch.cat([_logits(model, x[i:i + batch].to(dev)).argmax(1).cpu()
+    return torch.cat([_logits(model, x[i:i + batch].to(dev)).float().cpu() / 2
                       for i in range(0, len(x), batch)])
+
+
+def predict(model: Classifier, x: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
+    """Predicted classes of model-space images (any device; computed on the model's)."""
+    return probabilities(model, x, batch=batch).argmax(1)
 
 
 def _logits(model: Classifier, x: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,13 @@ import json
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from diffnb import config, data, fid, runtime, training
 from diffnb.diffusion import sampling
+from diffnb.evaluation import classifier, reading
 from diffnb.evaluation.sources import SamplerSpec, SampleSource
 from diffnb.results import atomic_write, provenance
 from diffnb.training import checkpoints
@@ -78,6 +79,8 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
                       "standard_per_class": p.fid_standard_per_class, "test_n": p.fid_test_n}}
     den = trained.raw if spec.weights == "raw" else trained.denoiser
     want["weights_fingerprint"] = checkpoints.fingerprint(den)
+    reader = reading.kept_reader()
+    want["classifier"] = None if reader is None else classifier.manifest()["sha256"]
     path = _result_path(preset.name, tag)
     stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
     if reuse and path.exists() and not runtime.rescore() and \
@@ -91,7 +94,7 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
             if (stamped == want or runtime.reuse_committed(p)) and \
                     all(old.get(k) == v for k, v in want.items()):
                 return old
-    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"])
+    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"], reader=reader)
     # every draw of every protocol at once (the standard protocol's extend the report's)
     gen.plan([d for pr in protocols for d in fid.draws(pr, seed=seed, class_conditional=cc,
                                                         **sizes[pr])])
@@ -103,12 +106,60 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     for protocol in protocols:
         out[protocol] = fid.evaluate(gen, protocol=protocol, seed=seed, class_conditional=cc,
                                      warn=False, **sizes[protocol])
+        if reader is not None:
+            out[protocol].update(reading.read_classes(gen, protocol, seed=seed,
+                                                      class_conditional=cc, sizes=sizes[protocol]))
     out["generated_images"] = gen.generated   # drawn by the sampler for this call
     out["reused_images"] = gen.reused         # features read from the cache instead
     out["eval_seconds"] = time.perf_counter() - t0
     atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
     return out
+
+
+def report_protocols(profile: runtime.Profile) -> tuple[str, ...]:
+    """The protocols every report model is scored with: both, or the report's alone where the
+    profile keeps the standard protocol for the best model (``standard_for="best"``)."""
+    return fid.PROTOCOLS if profile.standard_for == "all" else ("report",)
+
+
+def report_models(names, *, seed: int = 0, profile: runtime.Profile | None = None,
+                  trained=None, standard: bool = True) -> dict[str, dict]:
+    """Slide 8's scores of ``names``: the report protocol for each; the standard protocol for
+    each, or (``standard_for="best"``) for the one of lowest report-protocol Average FID,
+    whose report-protocol samples start its standard draws (drawn once). ``trained(name)``
+    gives a trained preset (default: ``training.load_or_train``); ``standard=False``: not the
+    best's standard protocol (the run queue scores one model at a time, then the best)."""
+    p = profile or runtime.profile()
+    get = trained or (lambda name: training.load_or_train(name, profile=p))
+    protocols = report_protocols(p)
+    tag = "" if protocols == fid.PROTOCOLS else "__report"
+    scores = {n: score(get(n), seed=seed, protocols=protocols, tag=tag, profile=p) for n in names}
+    if standard and protocols != fid.PROTOCOLS:
+        best = min(scores, key=lambda n: scores[n]["report"]["average"])
+        std = score(get(best), seed=seed, protocols=("standard",), tag="__standard", profile=p)
+        scores[best] = {**scores[best], "standard": std["standard"]}
+    return scores
+
+
+def best_change(trained: training.Trained, change: Change, *, seed: int = 0,
+                profile: runtime.Profile | None = None) -> dict:
+    """Notebook 06's best (the ablation's last row) per class with the report protocol; where
+    the ablation scores at ``fid_study_n``, also with the standard protocol at full size."""
+    p = profile or runtime.profile()
+    if study_profile(p) is p:
+        return score(trained, spec=change.spec, seed=seed, protocols=("report",),
+                     tag="__best_report", profile=p)
+    return score(trained, spec=change.spec, seed=seed, tag="__best", profile=p)
+
+
+def study_profile(profile: runtime.Profile) -> runtime.Profile:
+    """The profile a study scores with: the standard protocol at ``fid_study_n`` samples (a
+    tenth per class) where the profile sets one."""
+    n = profile.fid_study_n
+    if n is None or n == profile.fid_standard_n:
+        return profile
+    return replace(profile, fid_standard_n=n, fid_standard_per_class=max(1, n // 10))
 
 
 def load_scores(names, *, tag: str = "") -> dict[str, dict]:
@@ -136,15 +187,15 @@ def slide8_table(scores: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for name, s in scores.items():
         preset = config.get_preset(name)
-        rep, std = s["report"], s["standard"]
+        rep, std = s["report"], s.get("standard") or {}   # standard: maybe the best's alone
         rows.append({"preset": name, "model": s["title"], "parameters": s["params"],
                      "report FID (slide 8)": preset.report_fid,
                      "ours, report protocol": rep["average"],
                      "floor (report)": rep["floor_average"],
-                     "ours, standard (pooled)": std["pooled"],
-                     "floor (standard)": std["floor_pooled"],
-                     "KID x1e3": 1e3 * std["kid_mean"],
-                     "n report": rep["n"], "n standard": std["n"]})
+                     "ours, standard (pooled)": std.get("pooled", float("nan")),
+                     "floor (standard)": std.get("floor_pooled", float("nan")),
+                     "KID x1e3": 1e3 * std.get("kid_mean", float("nan")),
+                     "n report": rep["n"], "n standard": std.get("n", float("nan"))})
     return pd.DataFrame(rows)
 
 
@@ -205,11 +256,12 @@ def one_warning(what: str, profile: runtime.Profile | None, *, at_caller: bool =
 
 def ablation(changes: list[Change], trained: dict[str, training.Trained], *, seed: int = 0,
              name: str = "ablation", profile: runtime.Profile | None = None) -> pd.DataFrame:
-    """Score each change with the standard protocol; one row per change, with provenance."""
-    rows = []
-    with one_warning(f"{name} of {len(changes)} changes", profile):
+    """Score each change with the standard protocol (at the profile's ``fid_study_n``); one row
+    per change, with provenance."""
+    rows, p = [], study_profile(profile or runtime.profile())
+    with one_warning(f"{name} of {len(changes)} changes", p):
         scores = [score(trained[c.preset], spec=c.spec, seed=seed, protocols=("standard",),
-                        tag=f"__{name}{i}", profile=profile) for i, c in enumerate(changes)]
+                        tag=f"__{name}{i}", profile=p) for i, c in enumerate(changes)]
     for change, s in zip(changes, scores):
         std = s["standard"]
         rows.append({"change": change.label, "preset": change.preset,
@@ -222,8 +274,9 @@ def ablation(changes: list[Change], trained: dict[str, training.Trained], *, see
 
 def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: int = 0,
               guidance: float = 1.0, profile: runtime.Profile | None = None) -> pd.DataFrame:
-    """Standard-protocol FID against network evaluations, per solver."""
-    rows = []
+    """Standard-protocol FID (at the profile's ``fid_study_n``) against network evaluations,
+    per solver."""
+    rows, profile = [], study_profile(profile or runtime.profile())
     with one_warning(f"FID vs NFE of {trained.preset.name}", profile):
         for solver, counts in steps.items():
             for k in counts:

@@ -8,7 +8,9 @@ images: all the streams a call needs are sampled in one sampler call (one for cl
 for no class) and go through Inception in one pass, in full batches instead of one class at a
 time; the features are cached by :mod:`diffnb.fid.generated`, keyed by the weights' fingerprint,
 the sampler and the devices, so scoring the same sampler again (another notebook, the ablation's
-first row, the report protocol's class 0 in ``studies.class0_bug``) generates nothing.
+first row, the report protocol's class 0 in ``studies.class0_bug``) generates nothing. With a
+``reader`` (the kept :mod:`~diffnb.evaluation.classifier`), the same images are also read by the
+classifier, and its class probabilities are cached beside the features.
 
 Batches are padded so that a sample's numbers never depend on the batch it was drawn in: on a
 CPU ``sampling.sample`` pads every batch to a multiple of ``sampling.CPU_ROWS`` rows (on this
@@ -28,6 +30,7 @@ import torch
 
 from diffnb import runtime
 from diffnb.diffusion import noise, sampling
+from diffnb.evaluation import classifier
 from diffnb.fid import generated, network
 from diffnb.training import checkpoints
 
@@ -85,12 +88,15 @@ class SampleSource:
     """
 
     def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int | None = None,
-                 fingerprint: str | None = None, cache: bool = True):
+                 fingerprint: str | None = None, cache: bool = True, reader=None):
         self.denoiser, self.spec, self.batch_size = denoiser, spec.resolved(), batch_size
         self.fingerprint = fingerprint or checkpoints.fingerprint(denoiser)
         self.cache = cache
+        self.reader = reader      # a classifier.Classifier: class probabilities beside features
+        self._reader_tag = None if reader is None else checkpoints.fingerprint(reader)
         self._images: dict[tuple, torch.Tensor] = {}
         self._feats: dict[tuple, np.ndarray] = {}
+        self._probs: dict[tuple, np.ndarray] = {}
         self._planned: list[tuple] = []
         self.generated = self.reused = 0
 
@@ -173,41 +179,63 @@ class SampleSource:
         self._planned += list(draws)
 
     def prefetch(self, draws, *, batch_size: int | None = None, device=None) -> None:
-        """Features of every (label, n, seed) in ``draws`` (and the planned ones) into the memo:
-        from memory, else from the disk cache, else drawn all at once and stored."""
+        """Features of every (label, n, seed) in ``draws`` (and the planned ones) into the memo,
+        with the reader's class probabilities when there is one: from memory, else from the
+        disk cache, else drawn all at once and stored."""
         want: dict[tuple, int] = {}
         for label, n, seed in [*self._planned, *draws]:
             key = (None if label is None else int(label), int(seed))
             want[key] = max(int(n), want.get(key, 0))
         self._planned = []
         sampler = self.sampler_key(batch_size=batch_size, device=device)
+        stores = [(self._feats, sampler)]
+        if self.reader is not None:
+            stores.append((self._probs, {**sampler, "read_by": self._reader_tag}))
         todo = []
         for (label, seed), n in want.items():
             memo = self._memo_key(label, seed, sampler)
-            have = self._feats.get(memo)
-            if have is not None and len(have) >= n:
-                continue
-            done = 0 if have is None else len(have)
-            disk = generated.load(sampler, label=label, seed=seed) if self.cache else None
-            if disk is not None and len(disk) > done:
-                have = disk[:n]
-                self.reused += len(have) - done
-                self._feats[memo] = have
-                done = len(have)
+            done = min(self._known(store, key, memo, label=label, seed=seed, n=n,
+                                   count=store is self._feats) for store, key in stores)
             if done < n:
                 todo.append((label, seed, done, n, memo))
         if not todo:
             return
-        images = self._draw([(label, sampling.sample_seeds(seed, n)[done:])
-                             for label, seed, done, n, _ in todo])
-        feats = self._features(torch.cat(images).clamp(-1, 1), batch_size=batch_size,
-                               device=device)
-        for (label, seed, done, n, memo), part in zip(todo, np.split(feats, np.cumsum(
-                [len(x) for x in images])[:-1])):
-            have = self._feats.get(memo)
-            self._feats[memo] = part if have is None else np.concatenate([have, part])
-            if self.cache:
-                generated.save(sampler, label=label, seed=seed, feats=self._feats[memo])
+        images = torch.cat(self._draw([(label, sampling.sample_seeds(seed, n)[done:])
+                                       for label, seed, done, n, _ in todo])).clamp(-1, 1)
+        parts = [self._features(images, batch_size=batch_size, device=device)]
+        if self.reader is not None:
+            parts.append(self._read(images))
+        cuts = np.cumsum([n - done for _, _, done, n, _ in todo])[:-1]
+        for (store, key), values in zip(stores, parts):
+            for (label, seed, done, n, memo), part in zip(todo, np.split(values, cuts)):
+                have = store.get(memo)
+                store[memo] = part if have is None else np.concatenate([have[:done], part])
+                if self.cache:
+                    generated.save(key, label=label, seed=seed, feats=store[memo])
+
+    def _known(self, store: dict, key: dict, memo: tuple, *, label, seed, n: int,
+               count: bool) -> int:
+        """How many of a stream's first n rows ``store`` holds, after reading the disk cache
+        (``count``: rows read from disk count as reused)."""
+        have = store.get(memo)
+        done = 0 if have is None else len(have)
+        if done >= n:
+            return n
+        disk = generated.load(key, label=label, seed=seed) if self.cache else None
+        if disk is not None and len(disk) > done:
+            store[memo] = disk[:n]
+            self.reused += (len(store[memo]) - done) if count else 0
+            done = len(store[memo])
+        return done
+
+    def _read(self, images: torch.Tensor) -> np.ndarray:
+        """The reader's (N, 10) class probabilities, in batches of ``CPU_FEATURE_BATCH`` on a CPU
+        (an image's numbers then do not depend on the batch it came in)."""
+        n = len(images)
+        padded = _pad(images.detach().float(), padded_count(n, multiple=CPU_FEATURE_BATCH))
+        dev = next(self.reader.parameters()).device
+        batch = CPU_FEATURE_BATCH if dev.type == "cpu" else 500
+        return classifier.probabilities(self.reader, padded, batch=batch)[:n].numpy()
 
     @staticmethod
     def _features(images: torch.Tensor, *, batch_size: int | None, device) -> np.ndarray:
@@ -228,6 +256,14 @@ class SampleSource:
         self.prefetch([(label, n, seed)], batch_size=batch_size, device=device)
         sampler = self.sampler_key(batch_size=batch_size, device=device)
         return self._feats[self._memo_key(label, seed, sampler)][:n]
+
+    def classes(self, label: int | None, n: int, seed: int, **kw) -> np.ndarray:
+        """(n,) the reader's classes of the first n samples of stream (label, seed)."""
+        if self.reader is None:
+            raise ValueError("this SampleSource has no reader: pass reader=classifier.load()")
+        self.prefetch([(label, n, seed)], **kw)
+        sampler = self.sampler_key(**kw)
+        return self._probs[self._memo_key(label, seed, sampler)][:n].argmax(1)
 
     @staticmethod
     def _memo_key(label: int | None, seed: int, sampler: dict) -> tuple:

@@ -140,9 +140,9 @@ def run(name: str, ctx) -> dict:
         return {"FID": scoring.ablation(changes, trained, seed=ctx.seed)["FID"].tolist()}
     if name == "best_per_class":
         best = ablation_changes(profile=p)[-1]
-        s = scoring.score(ctx.trained(best.preset), spec=best.spec, seed=ctx.seed,
-                          protocols=("report",), tag="__best_report")
-        return {"average": s["report"]["average"]}
+        s = scoring.best_change(ctx.trained(best.preset), best, seed=ctx.seed, profile=p)
+        return {"average": s["report"]["average"],
+                **({"standard": s["standard"]["pooled"]} if "standard" in s else {})}
     if name == "fid_vs_nfe":
         table = scoring.nfe_study(ctx.trained("unet_attn"), p.nfe_steps, seed=ctx.seed)
         return {"FID": table["FID"].tolist()}
@@ -170,19 +170,27 @@ def _scoring_samples(preset_name: str, profile: runtime.Profile, protocols) -> i
 def sampling_work(stage, profile: runtime.Profile) -> list[tuple[int, int, str]]:
     """(samples, network evaluations each, preset) of a stage; training-like work as NFE 3."""
     steps, name = profile.sampler_steps, stage.name
+    from diffnb.evaluation.scoring import report_protocols, study_profile
+
+    if stage.kind == "fid" and len(stage.presets) > 1:   # the best's standard protocol: which
+        return [(_scoring_samples(stage.presets[-1], profile, ("standard",)), steps,  # one is
+                 stage.presets[-1])]                    # not known yet; the last is the largest
     if stage.kind == "fid":
-        return [(_scoring_samples(stage.presets[0], profile, ("report", "standard")), steps,
+        return [(_scoring_samples(stage.presets[0], profile, report_protocols(profile)), steps,
                  stage.presets[0])]
+    study = study_profile(profile)
     if name == "study:ablation":
-        return [(_scoring_samples(c.preset, profile, ("standard",)),
+        return [(_scoring_samples(c.preset, study, ("standard",)),
                  sampling.nfe(c.spec.steps or steps, c.spec.solver) * (2 if c.spec.guidance != 1
                                                                        else 1), c.preset)
                 for c in ablation_changes(profile=profile)]
-    if name == "study:best_per_class":
-        return [(10 * profile.fid_report_per_class, 2 * sampling.nfe(profile.heun_steps, "heun"),
+    if name == "study:best_per_class":   # scoring.best_change
+        full = study_profile(profile) is not profile
+        return [(_scoring_samples("unet_attn_cfg", profile, ("report", "standard") if full
+                                  else ("report",)), 2 * sampling.nfe(profile.heun_steps, "heun"),
                  "unet_attn_cfg")]
     if name == "study:fid_vs_nfe":
-        return [(_scoring_samples("unet_attn", profile, ("standard",)), sampling.nfe(k, solver),
+        return [(_scoring_samples("unet_attn", study, ("standard",)), sampling.nfe(k, solver),
                  "unet_attn") for solver, ks in profile.nfe_steps.items() for k in ks]
     if name == "study:class0_bug":
         return [(2 * profile.fid_report_per_class, steps, "class_2")]

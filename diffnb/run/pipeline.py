@@ -136,9 +136,14 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
         last = ctx.trained(stage.presets[-1]).history   # a group shares one run's history
         return {"epochs": {n: len(ctx.trained(n).history["train_loss"]) for n in stage.presets},
                 "train_seconds": round(sum(last["epoch_seconds"]), 2)}
-    if stage.kind == "fid":
-        s = evaluation.score(ctx.trained(stage.presets[0]), seed=ctx.seed)
-        return {"report": s["report"]["average"], "standard": s["standard"]["pooled"]}
+    if stage.kind == "fid":   # fid:<preset>, and fid:best_standard (stages.BEST_STANDARD)
+        best = stage.name == stages.BEST_STANDARD.name
+        scores = evaluation.scoring.report_models(stage.presets, seed=ctx.seed, standard=best,
+                                                  profile=ctx.profile, trained=ctx.trained)
+        name = next(n for n, s in scores.items() if "standard" in s) if best else stage.presets[0]
+        s = scores[name]
+        return {**({"best": name} if best else {}), "report": s["report"]["average"],
+                **({"standard": s["standard"]["pooled"]} if "standard" in s else {})}
     if stage.kind == "study":
         return studies.run(stage.name.split(":", 1)[1], ctx)
     if stage.kind == "bench":

@@ -42,6 +42,8 @@ class Stage:
 
 
 CELEBA_STAGE = Stage("train:celeba_unet", "train", ("celeba_unet",))
+# standard_for="best": the standard protocol for the report model of lowest Average FID
+BEST_STANDARD = Stage("fid:best_standard", "fid", tuple(p.name for p in config.REPORT_PRESETS))
 # benchmarks/train_speed.py on the report's largest model: the naive loop vs diffnb's trainer
 BENCH_STAGE = Stage("bench:train_speed", "bench", ("class_2",))
 
@@ -51,6 +53,7 @@ def plan(profile: runtime.Profile) -> list[Stage]:
     improvements = tuple(p.name for p in config.IMPROVEMENT_PRESETS)
     return [*(Stage("train:" + "+".join(g), "train", g) for g in TRAIN_GROUPS),
             *(Stage(f"fid:{p.name}", "fid", (p.name,)) for p in config.REPORT_PRESETS),
+            *([BEST_STANDARD] if profile.standard_for == "best" else []),
             Stage("study:class0_bug", "study", ("class_2",)),
             *(Stage(f"train:{name}", "train", (name,)) for name in improvements),
             Stage("study:ablation", "study", ("class_2", *improvements)),
