@@ -510,5 +510,15 @@ def test_styled_table_renders_html_and_a_clean_text_repr():
     assert "133.0" in data["text/plain"] and "Model 1" in data["text/plain"]
     again, _ = DisplayFormatter().format(tables.styled_extremes(df.copy()))
     assert again == data                       # no random ids: re-running changes nothing
+    import re
+
+    def red_cells(styled):
+        html = DisplayFormatter().format(styled)[0]["text/html"]
+        return sorted({cell for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", html)
+                       if "color: red" in body
+                       for cell in re.findall(r"(row\d+_col\d+)", selectors)})
+    assert red_cells(tables.styled_extremes(df)) == ["row0_col0", "row1_col0"]   # highest red
+    assert red_cells(tables.styled_extremes(df, higher_is_better=True)) == ["row0_col1",
+                                                                            "row1_col1"]
     assert notebook_problems(nb_with({"output_type": "execute_result", "metadata": {},
                                       "data": data})) == []

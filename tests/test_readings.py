@@ -429,3 +429,37 @@ def test_celeba_data_reads_the_attribute_shares():
     text = readings.celeba_data(attributes, ("Smiling", "Male", "Eyeglasses"), sigma_data=0.5123)
     assert "Of the 8 training faces, 50% are Smiling, 12% are Male and 50% are Eyeglasses." in text
     assert "The rarest, Male," in text and "sigma_data = 0.512" in text
+
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_own_class_names_the_best_row_and_each_rows_class_furthest_below_the_ceiling(seed):
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.uniform(0.2, 0.9, (3, 10)), columns=CLASSES, index=["A", "B", "C"])
+    table.loc["ceiling"] = rng.uniform(0.8, 1.0, 10)
+    text = readings.own_class(shuffled(table, seed), ceiling_row="ceiling")
+    models = table.drop(index="ceiling")
+    best = models.mean(axis=1).idxmax()
+    head = text.split(" the most samples")[0]              # "A draws" or "A and C draw" (a tie
+    assert best in head and head.endswith(("draws", "draw"))  # at whole percents)
+    assert f"{100 * models.loc[best].mean():.0f}%" in text
+    ratio = models / table.loc["ceiling"]
+    for m in models.index:
+        assert f"{m} is furthest below the ceiling in {ratio.loc[m].idxmin()}:" in text
+
+
+def test_class_histogram_names_each_models_most_and_least_drawn_class():
+    table = pd.DataFrame([[0.1] * 10, [0.1] * 10], columns=CLASSES, index=["Base 1", "data"])
+    table.loc["Base 1", "Bag"], table.loc["Base 1", "Trouser"] = 0.25, 0.0
+    table.loc["Base 1", "Coat"] = 0.05
+    text = readings.class_histogram(table, data_row="data")
+    assert "Base 1 draws Bag most often (25% against 10% in the data) and Trouser least (0%)." in text
+
+
+def test_own_class_names_every_model_of_a_tie():
+    table = pd.DataFrame([[0.1] * 10, [0.1] * 10, [0.9] * 10], columns=CLASSES,
+                         index=["A", "B", "ceiling"])
+    assert readings.own_class(table, ceiling_row="ceiling").startswith("A and B draw the most")

@@ -33,10 +33,13 @@ class StyledTable:
         return self.data.to_string(float_format=self.fmt.format)
 
 
-def styled_extremes(df, *, fmt: str = "{:.1f}") -> StyledTable:
-    """Slide 9's style: per row, the worst (highest FID) red and the best green."""
+def styled_extremes(df, *, fmt: str = "{:.1f}", higher_is_better: bool = False) -> StyledTable:
+    """Slide 9's style: per row, the worst (highest FID) red and the best green;
+    ``higher_is_better`` for a table of shares (the classifier's), the lowest red."""
     def colour(row):
         worst, best = _extremes(row)
+        if higher_is_better:
+            worst, best = best, worst
         return ["color: red; font-weight: bold" if i == worst else
                 "color: green; font-weight: bold" if i == best else "" for i in range(len(row))]
     uuid = hashlib.sha1((df.to_csv() + fmt).encode()).hexdigest()[:10]

@@ -10,7 +10,7 @@
 The scoring names are re-exported here: ``from diffnb import evaluation`` then
 ``evaluation.score(trained)``; studies: ``from diffnb.evaluation import studies``.
 """
-from diffnb.evaluation.reading import own_class_table
+from diffnb.evaluation.reading import class_histogram_table, own_class_table
 from diffnb.evaluation.scoring import (
     Change,
     SamplerSpec,
@@ -23,12 +23,14 @@ from diffnb.evaluation.scoring import (
     nfe_study,
     one_warning,
     rank_classes,
+    report_models,
     report_slide9_table,
     score,
     slide8_table,
     slide9_table,
 )
 
-__all__ = ["Change", "SampleSource", "SamplerSpec", "ablation", "excess_over_floor", "fid_weights",
-           "floor_curve", "load_scores", "nfe_study", "one_warning", "own_class_table", "rank_classes",
-           "report_slide9_table", "score", "slide8_table", "slide9_table"]
+__all__ = ["Change", "SampleSource", "SamplerSpec", "ablation", "class_histogram_table",
+           "excess_over_floor", "fid_weights", "floor_curve", "load_scores", "nfe_study",
+           "one_warning", "own_class_table", "rank_classes", "report_models", "report_slide9_table", "score",
+           "slide8_table", "slide9_table"]

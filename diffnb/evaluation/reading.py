@@ -53,3 +53,18 @@ def own_class_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.
     table.loc["classifier on real test images"] = [
         classifier.manifest()["test_accuracy_per_class"][c] for c in data.CLASS_NAMES]
     return table
+
+
+def class_histogram_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
+    """Per unconditional preset, the share of its samples the classifier reads as each class;
+    last, the same reading of the real test images (10% of each class, as read)."""
+    missing = [n for n, s in scores.items() if "class_histogram" not in s[protocol]]
+    if missing:
+        raise ValueError(f"no classifier reading in the {protocol} scores of {missing}: score "
+                         "them again with weights/classifier/ present (DIFFNB_RESCORE=1)")
+    table = pd.DataFrame({f"{config.get_preset(n).title} ({n})": s[protocol]["class_histogram"]
+                          for n, s in scores.items()}, index=list(data.CLASS_NAMES)).T
+    test = data.test_set()
+    table.loc["real test images, as read"] = classifier.class_histogram(
+        classifier.load(), data.to_model_space(test.images))
+    return table

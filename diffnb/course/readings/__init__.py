@@ -11,10 +11,12 @@ The package imports nothing heavier than pandas, and pandas only where a functio
   ``training``  loss curves, the zero initialisation, which model a picker samples;
   ``scores``    FID tables (slides 8, 9) and the README's line on them, floors, the ablation,
                 solvers, the report's last row;
-  ``samples``   guidance sweeps and notebook 07's faces.
+  ``samples``   guidance sweeps and notebook 07's faces;
+  ``classes``   what the classifier reads in the samples (notebook 05).
 """
 from __future__ import annotations
 
+from diffnb.course.readings.classes import class_histogram, own_class
 from diffnb.course.readings.samples import (
     NO_CHANGE,
     attribute_effects,
@@ -38,6 +40,6 @@ from diffnb.course.readings.text import Reading, md
 from diffnb.course.readings.training import explored, loss_curves, zero_init
 
 __all__ = ["NFE_TOLERANCE", "NO_CHANGE", "Reading", "ablation", "attribute_effects",
-           "celeba_data", "class_rows", "excess_ranking", "explored", "floor_curve",
+           "celeba_data", "class_histogram", "class_rows", "excess_ranking", "explored", "floor_curve",
            "guidance_sweep", "headline", "loss_curves", "md", "nfe", "null_condition",
-           "per_class", "slide8", "versus_report", "zero_init"]
+           "own_class", "per_class", "slide8", "versus_report", "zero_init"]
