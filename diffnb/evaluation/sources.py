@@ -194,22 +194,25 @@ class SampleSource:
         todo = []
         for (label, seed), n in want.items():
             memo = self._memo_key(label, seed, sampler)
-            done = min(self._known(store, key, memo, label=label, seed=seed, n=n,
-                                   count=store is self._feats) for store, key in stores)
-            if done < n:
-                todo.append((label, seed, done, n, memo))
+            known = [self._known(store, key, memo, label=label, seed=seed, n=n,
+                                 count=store is self._feats) for store, key in stores]
+            if min(known) < n:
+                todo.append((label, seed, min(known), n, memo, known))
         if not todo:
             return
         images = torch.cat(self._draw([(label, sampling.sample_seeds(seed, n)[done:])
-                                       for label, seed, done, n, _ in todo])).clamp(-1, 1)
+                                       for label, seed, done, n, _, _ in todo])).clamp(-1, 1)
         parts = [self._features(images, batch_size=batch_size, device=device)]
         if self.reader is not None:
             parts.append(self._read(images))
-        cuts = np.cumsum([n - done for _, _, done, n, _ in todo])[:-1]
-        for (store, key), values in zip(stores, parts):
-            for (label, seed, done, n, memo), part in zip(todo, np.split(values, cuts)):
-                have = store.get(memo)
-                store[memo] = part if have is None else np.concatenate([have[:done], part])
+        cuts = np.cumsum([n - done for _, _, done, n, _, _ in todo])[:-1]
+        for s, ((store, key), values) in enumerate(zip(stores, parts)):
+            for (label, seed, done, n, memo, known), part in zip(todo, np.split(values, cuts)):
+                have = store.get(memo)   # a store keeps the rows it had (drawn again, they are
+                if have is not None and len(have) >= n:   # the same up to last bits)
+                    continue
+                store[memo] = part if have is None else np.concatenate(
+                    [have[:known[s]], part[known[s] - done:]])
                 if self.cache:
                     generated.save(key, label=label, seed=seed, feats=store[memo])
 
