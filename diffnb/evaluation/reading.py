@@ -39,14 +39,18 @@ def read_classes(gen: SampleSource, protocol: str, *, seed: int, class_condition
     return {"class_histogram": (counts / counts.sum()).tolist(), "classified": int(len(read))}
 
 
+def _check_read(scores: dict[str, dict], protocol: str, field: str) -> None:
+    missing = [n for n, s in scores.items() if field not in s[protocol]]
+    if missing:
+        raise ValueError(f"no classifier reading in the {protocol} scores of {missing}: score "
+                         "them again with weights/classifier/ present (DIFFNB_RESCORE=1)")
+
+
 def own_class_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
     """Beside slide 9: per class, the share of each class-conditional preset's samples that the
     classifier reads as the class asked for, and last the classifier's own accuracy on real
     test images of that class (the ceiling)."""
-    missing = [n for n, s in scores.items() if "own_class_share" not in s[protocol]]
-    if missing:
-        raise ValueError(f"no classifier reading in the {protocol} scores of {missing}: score "
-                         "them again with weights/classifier/ present (DIFFNB_RESCORE=1)")
+    _check_read(scores, protocol, "own_class_share")
     rows = {config.get_preset(n).title: s[protocol]["own_class_share"]
             for n, s in scores.items()}
     table = pd.DataFrame(rows, index=list(data.CLASS_NAMES)).T
@@ -58,10 +62,7 @@ def own_class_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.
 def class_histogram_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
     """Per unconditional preset, the share of its samples the classifier reads as each class;
     last, the same reading of the real test images (10% of each class, as read)."""
-    missing = [n for n, s in scores.items() if "class_histogram" not in s[protocol]]
-    if missing:
-        raise ValueError(f"no classifier reading in the {protocol} scores of {missing}: score "
-                         "them again with weights/classifier/ present (DIFFNB_RESCORE=1)")
+    _check_read(scores, protocol, "class_histogram")
     table = pd.DataFrame({f"{config.get_preset(n).title} ({n})": s[protocol]["class_histogram"]
                           for n, s in scores.items()}, index=list(data.CLASS_NAMES)).T
     test = data.test_set()
