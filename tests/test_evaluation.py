@@ -280,11 +280,13 @@ def test_studies_score_at_the_profiles_study_size():
                         fid_standard_per_class=1, fid_test_n=None, sampler_steps=1, standard_for="some")
 
 
-def test_notebook_06s_best_gets_the_full_standard_protocol_where_the_ablation_is_smaller(monkeypatch):
+def test_notebook_06s_best_gets_both_protocols_at_the_profiles_full_size(monkeypatch):
     calls = []
-    monkeypatch.setattr(evaluation.scoring, "score",
-                        lambda trained, **kw: calls.append((kw.get("protocols"), kw["tag"])) or {})
+    monkeypatch.setattr(evaluation.scoring, "score", lambda trained, **kw: calls.append(
+        (kw.get("protocols", evaluation.scoring.fid.PROTOCOLS), kw["tag"], kw["profile"])) or {})
     change = evaluation.Change("best", "unet_attn_cfg")
-    evaluation.scoring.best_change("t", change, profile=runtime.PROFILES["cpu"])
-    evaluation.scoring.best_change("t", change, profile=runtime.PROFILES["quick"])
-    assert calls == [(None, "__best"), (("report",), "__best_report")]  # None: both protocols
+    for name in ("cpu", "quick"):
+        evaluation.scoring.best_change("t", change, profile=runtime.PROFILES[name])
+    assert calls == [(("report", "standard"), "__best", runtime.PROFILES[name])
+                     for name in ("cpu", "quick")]
+    assert runtime.PROFILES["cpu"].fid_standard_n > runtime.PROFILES["cpu"].fid_study_n  # not the ablation's

@@ -234,6 +234,46 @@ def test_notebooks_read_the_profile_once_and_use_its_fields(path):
             f"{path.name}: use p (read in the first cell) instead of runtime.profile():\n{src}"
 
 
+LONGEST_SENTENCE = 40   # words; the course aims at ~35
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?]\))\s+")
+FSTRING = re.compile(r"""\bf(["'])(?:(?!\1).)*\1""")
+
+
+def long_sentences(cell_source: str, *, limit: int = LONGEST_SENTENCE) -> list[str]:
+    """Sentences of a Markdown cell over ``limit`` words; tables, code and display maths aside."""
+    text = re.sub(r"\$\$.*?\$\$", " FORMULA. ", cell_source, flags=re.S)
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    prose = " ".join(line for line in text.split("\n")
+                     if not line.lstrip().startswith(("|", "#")))
+    return [s for s in SENTENCE_END.split(prose) if len(s.split()) > limit]
+
+
+def prose_in_code(cell_source: str) -> list[str]:
+    """f-strings in a code cell that hold more than one sentence: a reading belongs in a
+    function of ``diffnb.course.readings``, shown by one call."""
+    return [m.group(0) for m in FSTRING.finditer(cell_source)
+            if re.search(r"[a-z)}][.:;] [A-Z]", m.group(0))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_is_short_sentences_and_readings_are_calls(path):
+    cells = load(path)["cells"]
+    long = [s for c in cells if c["cell_type"] == "markdown" for s in long_sentences(_source(c))]
+    assert not long, f"{path.name}: sentences over {LONGEST_SENTENCE} words:\n" + "\n".join(long)
+    prose = [f for c in cells if c["cell_type"] == "code" for f in prose_in_code(_source(c))]
+    assert not prose, f"{path.name}: readings written in a code cell:\n" + "\n".join(prose)
+
+
+def test_the_prose_rules_catch_long_sentences_and_written_readings():
+    long = " ".join(["word"] * 41) + "."
+    assert long_sentences(f"Short one. {long} Another.") == [long]
+    assert not long_sentences("| " + " ".join(["cell"] * 60) + " |\n$$" + "x " * 60 + "$$")
+    assert not long_sentences("A sentence. " * 30)
+    assert prose_in_code('readings.md(f"The loss is {x:.3f}. It fell.")')
+    assert not prose_in_code('print(f"sigma_data = {s:.3f}")')
+    assert not prose_in_code('title=f"{t.preset.title} ({t.preset.short})"')
+
+
 def test_the_repository_cites_only_what_a_reader_can_find():
     """Notebooks and README cite papers, public sources and the report's slides, never a private
     notes file."""

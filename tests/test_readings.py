@@ -84,9 +84,18 @@ def test_loss_curves_of_one_model(valid, says):
 def test_loss_curves_explain_a_validation_loss_below_the_training_loss():
     hs = {"a": history([1.0, 0.5], train=[3.0, 2.0]), "b": history([1.0, 0.9], train=[1.0, 0.95])}
     text = readings.loss_curves(hs)
-    assert "ends well below the training loss for a:" in text
-    assert "for b" not in text.split("ends well below")[1].split(":")[0]
+    assert "ends well below the training loss for a. The training loss is the mean" in text
+    assert "for b" not in text.split("ends well below")[1].split(".")[0]
     assert "ends well below" not in readings.loss_curves({"b": hs["b"]})
+    assert "A dashed line far above" in text
+
+
+def test_loss_curves_explain_once_and_later_point_back():
+    hs = {"a": history([1.0, 0.5], train=[3.0, 2.0]), "b": history([1.0, 0.9], train=[1.0, 0.95])}
+    later = readings.loss_curves(hs, explain=False)
+    assert "ends well below the training loss for a (notebook 02 says why)." in later
+    assert "mean over the epoch" not in later and "dashed line" not in later
+    assert later.startswith(readings.loss_curves(hs).split(" The validation loss ends")[0])
 
 
 @pytest.mark.parametrize("on_lower", [True, False])
@@ -104,7 +113,9 @@ def test_zero_init_reports_both_runs_and_the_right_direction(on_lower):
 @pytest.mark.parametrize(("profile", "run", "says"), [
     ("full", "quick", "the full run's pick by the same rule, from its kept weights: this quick run "
                       "trained nothing for it."),
-    ("quick", "quick", "this quick run's pick: this checkout holds no finished full-profile weights"),
+    ("cpu", "quick", "the cpu run's pick by the same rule, from its kept weights: this quick run "
+                     "trained nothing for it."),
+    ("quick", "quick", "this quick run's pick: no weights of these models trained longer are kept"),
     ("full", "full", "this run's pick."),
 ])
 def test_explored_names_the_model_and_where_it_was_trained(profile, run, says):
@@ -224,6 +235,39 @@ def test_floor_curve_reads_the_value_at_the_reports_n(n64, monotone):
         assert "all classes mixed" in text and "per-class FID" in text   # not a per-class bound
     else:
         assert "n = 64 (the report's) was not measured" in text
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_floor_curve_gives_the_range_of_the_reports_slide9(seed):
+    rng = np.random.default_rng(seed)
+    report = pd.DataFrame(rng.uniform(50, 250, size=(4, 10)), columns=CLASSES)
+    curve = pd.DataFrame({"n": [16, 64], "real_vs_real_fid": [180.0, 100.0]})
+    text = readings.floor_curve(curve, report=report)
+    assert (f"range from {report.to_numpy().min():.1f} to {report.to_numpy().max():.1f}"
+            in text)
+    assert "slide 9" not in readings.floor_curve(curve)
+
+
+@pytest.mark.parametrize(("as_class", "as_report", "bug_shows"),
+                         [(120.0, 150.0, True), (150.0, 120.0, False), (130.0, 130.0, False)])
+def test_class0_bug_says_whether_the_reports_way_scores_higher(as_class, as_report, bug_shows):
+    bug = {"n": 64, "fid": {"as class 0": as_class, "report's if target: (no class)": as_report}}
+    text = readings.class0_bug(bug)
+    assert "n = 64 T-shirts" in text
+    assert f"as a class gives FID {as_class:.1f}" in text and f"gives {as_report:.1f}" in text
+    assert ("part of the report's worst class was the bug" in text) == bug_shows
+
+
+@pytest.mark.parametrize("own", [None, 0.834])
+def test_standard_score_reads_fid_floor_share_and_the_ablations_smaller_n(own):
+    row = {"FID": 14.26, "floor": 2.31, "n": 10_000, **({"own class": own} if own else {})}
+    text = readings.standard_score(row)
+    assert "10,000 samples" in text and "FID 14.3" in text and "score 2.3 at that n" in text
+    assert ("83% of its samples" in text) == (own is not None)
+    assert "ablation" not in text
+    small = readings.standard_score(row, ablation_row={"FID": 25.04, "n": 2000, "floor": 9.5})
+    assert "n = 2,000: FID 25.0, floor 9.5" in small
+    assert "ablation" not in readings.standard_score(row, ablation_row={**row, "FID": 1.0})
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -213,16 +213,37 @@ def save_animation(frames: list[np.ndarray], *, slide: str, name: str,
     return path
 
 
+def integer_ticks(ax, *, axis: str = "x") -> None:
+    """Ticks at whole numbers only, for an axis of epochs or steps (no tick at 1.5 epochs)."""
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def legend_outside(ax, *, handles=None, fontsize: float = 8, **kwargs):
+    """The legend to the right of the axes, off the curves; the figure's layout must leave it
+    room (``tight_layout`` or a constrained layout does)."""
+    kwargs = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0,
+              "fontsize": fontsize, **kwargs}
+    return ax.legend(**kwargs) if handles is None else ax.legend(handles=handles, **kwargs)
+
+
 def loss_curves_figure(histories: dict[str, dict], *, title: str = "Training and validation loss"):
-    """Slide 4: train (solid) and validation (dashed) loss per epoch, one colour per model."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    """Slide 4: train (solid) and validation (dashed) loss per epoch, one colour per model; the
+    legend (one entry per model, then the two line styles) sits right of the axes."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    handles = []
     for k, (label, h) in enumerate(histories.items()):
         epochs = range(1, len(h["train_loss"]) + 1)
-        ax.plot(epochs, h["train_loss"], color=f"C{k}", label=f"{label} train")
-        ax.plot(epochs, h["valid_loss"], color=f"C{k}", ls="--", label=f"{label} valid")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
+        ax.plot(epochs, h["train_loss"], color=f"C{k}")
+        ax.plot(epochs, h["valid_loss"], color=f"C{k}", ls="--")
+        handles.append(Line2D([], [], color=f"C{k}", label=label))
+    handles += [Line2D([], [], color="0.3", label="train"),
+                Line2D([], [], color="0.3", ls="--", label="valid")]
+    integer_ticks(ax)                                             # epochs are whole numbers
     ax.set_xlabel("epoch"); ax.set_ylabel("loss (MSE of F)"); ax.set_title(title)
-    ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    legend_outside(ax, handles=handles)
     fig.tight_layout()
     return fig
 

@@ -141,8 +141,7 @@ def run(name: str, ctx) -> dict:
     if name == "best_per_class":
         best = ablation_changes(profile=p)[-1]
         s = scoring.best_change(ctx.trained(best.preset), best, seed=ctx.seed, profile=p)
-        return {"average": s["report"]["average"],
-                **({"standard": s["standard"]["pooled"]} if "standard" in s else {})}
+        return {"average": s["report"]["average"], "standard": s["standard"]["pooled"]}
     if name == "fid_vs_nfe":
         table = scoring.nfe_study(ctx.trained("unet_attn"), p.nfe_steps, seed=ctx.seed)
         return {"FID": table["FID"].tolist()}

@@ -278,7 +278,7 @@ def load_final(preset: Preset | str, *, profile: runtime.Profile | None = None,
 def best_final(names, *, profile: runtime.Profile, device=None) -> Trained | None:
     """Of the presets ``names``, the finished model of ``profile`` with the lowest final
     validation loss (notebook 04's pick); None unless all of them are there. Only the pick is
-    loaded (and, if kept in git history, written back): the others' losses are read."""
+    loaded: the others' losses are read."""
     losses = {name: checkpoints.final_valid_loss(config.scaled(config.get_preset(name), profile),
                                                  profile) for name in names}
     if not losses or None in losses.values():

@@ -86,9 +86,10 @@ def per_class(table, *, floor_row: str | None = None) -> Reading:
     return _sentences(first, second, third)
 
 
-def floor_curve(curve, *, n_report: int = 64) -> Reading:
+def floor_curve(curve, *, n_report: int = 64, report=None) -> Reading:
     """After the floor-vs-n curve (columns ``n``, ``real_vs_real_fid``): how the floor falls with n,
-    and its value at the report's n when that n was measured."""
+    and its value at the report's n when that n was measured. ``report``: the report's slide-9
+    table (per-class FIDs at the report's n), whose range is set beside the floor."""
     c = curve.sort_values("n").reset_index(drop=True)
     values = c["real_vs_real_fid"].astype(float).tolist()
     ns = [int(n) for n in c["n"]]
@@ -104,7 +105,25 @@ def floor_curve(curve, *, n_report: int = 64) -> Reading:
                   "floor differs (the per-class table's floor row).")
     else:
         second = f"n = {n_report} (the report's) was not measured in this profile."
-    return _sentences(first, second)
+    third = ""
+    if report is not None:
+        values9 = report.astype(float).to_numpy()
+        third = (f"The report's per-class FIDs on slide 9, also at n = {n_report}, range from "
+                 f"{_f(values9.min())} to {_f(values9.max())}. Each compares one class with itself, "
+                 "against its own floor.")
+    return _sentences(first, second, third)
+
+
+def class0_bug(bug: dict) -> Reading:
+    """After ``studies.class0_bug``: class 0 sampled as a class against the report's way (no
+    class), both scored against the same real T-shirts."""
+    fid = bug["fid"]
+    as_class, as_report = fid["as class 0"], fid["report's if target: (no class)"]
+    verdict = ("higher: part of the report's worst class was the bug." if as_report > as_class
+               else "not higher: at this size the bug does not show.")
+    return _sentences(f"With n = {bug['n']} T-shirts per set, sampling class 0 as a class gives "
+                      f"FID {_f(as_class)}.", f"The report's way (no class) gives {_f(as_report)}, "
+                      + verdict)
 
 
 def excess_ranking(per_class_table, *, n: int, top: int = 3, report=None) -> Reading:
@@ -233,6 +252,25 @@ def versus_report(table, *, ours: str, report: str, floor_row: str, n_ours: int,
         third = (f"The report's values are at n = {n_report} per class, ours and the floor at "
                  f"n = {n_ours}: FID falls as n grows (notebook 05), so only the distance to the "
                  "floor at the same n compares.")
+    return _sentences(first, second, third)
+
+
+def standard_score(row, *, ablation_row=None) -> Reading:
+    """After one model's standard-protocol row (``scoring.standard_row``: FID, floor, n and
+    optionally ``own class``). ``ablation_row``: the same sampler's row in the ablation, which
+    may be scored at a smaller n."""
+    first = (f"With the standard protocol, {int(row['n']):,} samples against the test images, "
+             f"it scores FID {_f(row['FID'])}; two sets of real images score "
+             f"{_f(row['floor'])} at that n.")
+    second = ""
+    if row.get("own class") is not None:
+        second = (f"The classifier reads {100 * float(row['own class']):.0f}% of its samples as "
+                  "the class asked for.")
+    third = ""
+    if ablation_row is not None and int(ablation_row["n"]) != int(row["n"]):
+        third = (f"The ablation scored it at n = {int(ablation_row['n']):,}: FID "
+                 f"{_f(ablation_row['FID'])}, floor {_f(ablation_row['floor'])}. FID falls as n "
+                 "grows, so compare each with its own floor.")
     return _sentences(first, second, third)
 
 

@@ -9,10 +9,13 @@ from diffnb.course.readings.text import Reading, _join, _sentences
 VALID_BELOW = 0.8
 
 
-def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Reading:
+def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], *,
+                explain: bool = True) -> Reading:
     """After a loss-curve figure: final validation losses, lowest first, and their last trend.
 
     ``histories``: label -> a trainer history with ``train_loss`` and ``valid_loss`` per epoch.
+    ``explain``: say how to read the two curves (the first loss figure of the course, notebook
+    02); later figures point back to it.
     """
     if not histories:
         raise ValueError("no training histories to read")
@@ -40,14 +43,17 @@ def loss_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Readi
     below = [k for k, h in histories.items()
              if float(h["valid_loss"][-1]) < VALID_BELOW * float(h["train_loss"][-1])]
     why = ""
-    if below:
-        why = (f"The validation loss ends well below the training loss for {_join(below)}: the "
+    if below and not explain:
+        why = (f"The validation loss ends well below the training loss for {_join(below)} "
+               "(notebook 02 says why).")
+    elif below:
+        why = (f"The validation loss ends well below the training loss for {_join(below)}. The "
                "training loss is the mean over the epoch's steps while the weights still change, "
-               "its early, worse steps included; validation is measured once, after the epoch.")
-    return _sentences(first, trend, why,
-                      "A dashed line far above its solid one means the model fits its training "
-                      "images better than new ones; a line still falling at the right edge means "
-                      "more epochs would help.")
+               "its early, worse steps included. Validation is measured once, after the epoch.")
+    how = ("A dashed line far above its solid one means the model fits its training images "
+           "better than new ones. A line still falling at the right edge means more epochs would "
+           "help.") if explain else ""
+    return _sentences(first, trend, why, how)
 
 
 def zero_init(losses: Mapping[bool, Sequence[float]]) -> Reading:
@@ -75,12 +81,39 @@ def zero_init(losses: Mapping[bool, Sequence[float]]) -> Reading:
 
 def explored(name: str, *, profile: str, run_profile: str) -> Reading:
     """Which model notebook 04's picker samples: ``name``, trained in ``profile``, in a run of
-    ``run_profile`` (the full run's pick when its weights are here, else this run's)."""
+    ``run_profile`` (the pick of the longest kept training, else this run's)."""
     if profile != run_profile:
         return _sentences(f"The picker samples {name}, the {profile} run's pick by the same rule, "
                           f"from its kept weights: this {run_profile} run trained nothing for it.")
     if profile == "full":
         return _sentences(f"The picker samples {name}, this run's pick.")
-    return _sentences(f"The picker samples {name}, this {profile} run's pick: this checkout "
-                      "holds no finished full-profile weights of these models (a GPU run of the "
-                      "full profile keeps them), so it samples the model of the grids above.")
+    return _sentences(f"The picker samples {name}, this {profile} run's pick: no weights of "
+                      "these models trained longer are kept, so it samples the model of the grids "
+                      "above.")
+
+
+def _epochs(k: int) -> str:
+    return f"{k} epoch" if k == 1 else f"{k} epochs"
+
+
+def trained_runs(histories: Mapping[str, Mapping[str, Sequence[float]]], *,
+                 epoch_images: int | Mapping[str, int]) -> Reading:
+    """After ``load_or_train``: how long each model trained and its final training and validation
+    losses. ``histories``: label -> a trainer history; ``epoch_images``: images per epoch, one
+    number for all or one per label."""
+    if not histories:
+        raise ValueError("no training histories to read")
+    runs = {label: (len(h["train_loss"]),
+                    int(epoch_images[label] if isinstance(epoch_images, Mapping) else epoch_images))
+            for label, h in histories.items()}
+    labels = list(histories)
+    if len(set(runs.values())) == 1:
+        epochs, images = runs[labels[0]]
+        each = " each" if len(labels) > 1 else ""
+        first = f"{_join(labels)} trained for {_epochs(epochs)} of {images:,} images{each}."
+    else:
+        first = "Trained: " + ", ".join(f"{label} {_epochs(e)} of {n:,} images"
+                                        for label, (e, n) in runs.items()) + "."
+    losses = ", ".join(f"{label} {float(h['train_loss'][-1]):.3f} / {float(h['valid_loss'][-1]):.3f}"
+                       for label, h in histories.items())
+    return _sentences(first, f"Final training / validation loss: {losses}.")
