@@ -94,7 +94,10 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
             if (stamped == want or runtime.reuse_committed(p)) and \
                     all(old.get(k) == v for k, v in want.items()):
                 return old
-    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"], reader=reader)
+    keep = runtime.output_dir("results", p) / "partial" if p.name in runtime.KEPT_PROFILES \
+        else None    # a cut scoring goes on from its kept samples (evaluation.partial)
+    gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"], reader=reader,
+                       keep=keep)
     # every draw of every protocol at once (the standard protocol's extend the report's)
     gen.plan([d for pr in protocols for d in fid.draws(pr, seed=seed, class_conditional=cc,
                                                         **sizes[pr])])
@@ -111,9 +114,12 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
                                                       class_conditional=cc, sizes=sizes[protocol]))
     out["generated_images"] = gen.generated   # drawn by the sampler for this call
     out["reused_images"] = gen.reused         # features read from the cache instead
+    out["resumed_images"] = gen.resumed       # samples read back from a cut scoring's files
     out["eval_seconds"] = time.perf_counter() - t0
     atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
+    if gen.store is not None:
+        gen.store.clear()
     return out
 
 

@@ -30,7 +30,7 @@ import torch
 
 from diffnb import runtime
 from diffnb.diffusion import noise, sampling
-from diffnb.evaluation import classifier
+from diffnb.evaluation import classifier, partial
 from diffnb.fid import generated, network
 from diffnb.training import checkpoints
 
@@ -85,10 +85,15 @@ class SampleSource:
     ``cache=False``. ``generated`` counts the samples drawn (padding not counted), ``reused`` the
     feature rows read from the disk cache instead. ``plan(draws)`` names streams to draw together
     with the first request (``evaluation.score`` plans both protocols' draws).
+
+    ``keep``: a folder (``results/<profile>/partial``): streams are drawn one sampler batch at a
+    time, each batch kept there, so that a scoring cut at the deadline goes on, on any machine
+    (:mod:`~diffnb.evaluation.partial`); ``resumed`` counts the samples read back from it.
     """
 
     def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int | None = None,
-                 fingerprint: str | None = None, cache: bool = True, reader=None):
+                 fingerprint: str | None = None, cache: bool = True, reader=None,
+                 keep=None):
         self.denoiser, self.spec, self.batch_size = denoiser, spec.resolved(), batch_size
         self.fingerprint = fingerprint or checkpoints.fingerprint(denoiser)
         self.cache = cache
@@ -98,7 +103,9 @@ class SampleSource:
         self._feats: dict[tuple, np.ndarray] = {}
         self._probs: dict[tuple, np.ndarray] = {}
         self._planned: list[tuple] = []
-        self.generated = self.reused = 0
+        self.generated = self.reused = self.resumed = 0
+        self.store = None if keep is None else partial.Store(keep, self._sample_key(),
+                                                              device=self._drawn_by())
 
     # ---- sampling: padded batches, one sampler call per kind of label ----------------------
 
@@ -138,6 +145,37 @@ class SampleSource:
                 self.generated += len(part)
         return out
 
+    def _sample_key(self) -> dict:
+        """What decides a sample apart from the machine (the partial store's key)."""
+        s = self.spec
+        return {"weights_fingerprint": self.fingerprint, "weights": s.weights,
+                "sigma_data": float(self.denoiser.sigma_data), "solver": s.solver,
+                "steps": s.steps, "guidance": float(s.guidance), "sigma_min": noise.SIGMA_MIN,
+                "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO}
+
+    def _drawn_by(self) -> str:
+        dev = self._sampler_device()
+        name = runtime.cpu_model() if dev.type == "cpu" else _device_text(dev)
+        return f"{name}, {'bf16' if runtime.default_amp(dev) else 'fp32'}"
+
+    def _streams(self, streams: list[tuple[int | None, int, int, int]]) -> list[torch.Tensor]:
+        """Rows start..n-1 of each stream (label, seed, start, n): in one sampler call per kind
+        of label, or, with a partial store, stream by stream and batch by batch, kept as drawn."""
+        if self.store is None:
+            return self._draw([(label, sampling.sample_seeds(seed, n)[start:])
+                               for label, seed, start, n in streams])
+        bs, _ = self._sampler_batches()
+        out = []
+        for label, seed, start, n in streams:
+            def sample(a: int, b: int, label=label, seed=seed) -> torch.Tensor:
+                return self._draw([(label, sampling.sample_seeds(seed, b)[a:])])[0]
+
+            rows, resumed = partial.draw(self.store, sample, label=label, seed=seed,
+                                         start=start, n=n, batch=bs)
+            self.resumed += resumed
+            out.append(rows)
+        return out
+
     def __call__(self, labels: torch.Tensor | None, n: int, seed: int) -> torch.Tensor:
         label = None if labels is None else int(labels[0])
         if labels is not None and not bool((labels == label).all()):
@@ -147,7 +185,7 @@ class SampleSource:
         have = self._images.get(key)
         if have is None or len(have) < n:
             start = 0 if have is None else len(have)
-            new, = self._draw([(label, sampling.sample_seeds(seed, n)[start:])])
+            new, = self._streams([(label, seed, start, n)])
             have = new if have is None else torch.cat([have, new])
             self._images[key] = have
         return have[:n].clamp(-1, 1)
@@ -161,11 +199,7 @@ class SampleSource:
         feat_dev = runtime.device(device)
         bs, multiple = self._sampler_batches()
         feat_bs = batch_size or network.default_batch_size(feat_dev)
-        s = self.spec
-        return {"weights_fingerprint": self.fingerprint, "weights": s.weights,
-                "sigma_data": float(self.denoiser.sigma_data), "solver": s.solver,
-                "steps": s.steps, "guidance": float(s.guidance), "sigma_min": noise.SIGMA_MIN,
-                "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO, "sampler_device": _device_text(dev),
+        return {**self._sample_key(), "sampler_device": _device_text(dev),
                 "amp": runtime.default_amp(dev),
                 "sampler_batches": f"multiples of {multiple}" if dev.type == "cpu" else f"{bs}",
                 "features_device": _device_text(feat_dev),
@@ -200,8 +234,8 @@ class SampleSource:
                 todo.append((label, seed, min(known), n, memo, known))
         if not todo:
             return
-        images = torch.cat(self._draw([(label, sampling.sample_seeds(seed, n)[done:])
-                                       for label, seed, done, n, _, _ in todo])).clamp(-1, 1)
+        images = torch.cat(self._streams([(label, seed, done, n)
+                                          for label, seed, done, n, _, _ in todo])).clamp(-1, 1)
         parts = [self._features(images, batch_size=batch_size, device=device)]
         if self.reader is not None:
             parts.append(self._read(images))

@@ -13,14 +13,16 @@ notebooks. The notebooks call the same functions with the same arguments, so wha
 computed they reuse: one code path.
 
 Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skipped. No epoch and
-no stage is started that is not expected to finish before the deadline (the measured time of
-the previous epoch; a FLOP estimate calibrated on the stages already run); run again, the
-same command resumes where the cut one stopped. A deadline too short for one epoch or one stage says so and
-exits 0 with nothing lost. A stage waits (and the queue goes on with the next) for what this
-machine lacks: the models it reads, packages, the FID weights; the notebooks wait for every
-other stage. A stage that raises is recorded under ``failed`` in ``pipeline.json`` with its
-error, its traceback is printed and the queue goes on with the next stages (the exit status is
-then 1); it runs again next time.
+no stage is started that is not expected to finish before the deadline (the measured time of the
+previous epoch; a FLOP estimate calibrated on the stages already run), except the first one of a
+call; a scoring stops before a sampler batch past the deadline, its samples kept under
+``results/<profile>/partial/`` in a kept profile (``evaluation.partial``). Run again, here or on
+another machine, the same command resumes where the cut one stopped. A deadline too short for
+one epoch or one stage says so and exits 0 with nothing lost. A stage waits (and the queue goes
+on with the next) for what this machine lacks: the models it reads, packages, the FID weights;
+the notebooks wait for every other stage. A stage that raises is recorded under ``failed`` in
+``pipeline.json`` with its error, its traceback is printed and the queue goes on with the next
+stages (the exit status is then 1); it runs again next time.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffnb import config, runtime, training
+from diffnb.evaluation import partial
 from diffnb.run import stages, weights
 from diffnb.training import checkpoints
 
@@ -219,9 +222,10 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         print(f"pipeline: {stage.name} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            info = run_stage(stage, ctx)
-        except Unfinished as why:
-            first = not ran_here and not why.progressed
+            with partial.deadline(ctx.deadline):
+                info = run_stage(stage, ctx)
+        except (Unfinished, partial.ScoringCut) as why:
+            first = not ran_here and not getattr(why, "progressed", True)
             hint = ("the deadline is too short for even one epoch: nothing was lost, give a "
                     "longer --deadline" if first else "run the same command again to go on")
             print(f"pipeline: {stage.name} stopped at the deadline ({why}); {hint}.")

@@ -1,0 +1,152 @@
+"""A scoring cut at the deadline keeps its samples and goes on from them (diffnb.evaluation.partial).
+
+The deadline is a fake clock that ticks once per check, so the cuts fall after a known number
+of sampler batches; no timing is asserted. Inception is replaced by 4x4 average pooling and the
+samples come from a tiny random class-conditional model, as in test_feature_cache.py.
+"""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from diffnb import config, evaluation, runtime
+from diffnb.evaluation import partial, sources
+from diffnb.fid import network
+from diffnb.run import pipeline, stages
+
+pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
+
+SPEC = evaluation.SamplerSpec(steps=2)
+
+
+def pooled_features(images, **kw):
+    return F.avg_pool2d(images.float().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float32)
+
+
+@pytest.fixture
+def outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(network, "features", pooled_features)
+    return tmp_path
+
+
+def ticking_clock(monkeypatch):
+    """time.monotonic for partial: 0, 1, 2, ... one tick per deadline check."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(partial, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+
+
+def test_a_cut_stream_goes_on_from_its_kept_samples(outputs, monkeypatch, random_class_model):
+    whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 40, 7)
+    keep = outputs / "partial"
+    ticking_clock(monkeypatch)
+    cut = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep, batch_size=16)
+    with partial.deadline(2), pytest.raises(partial.ScoringCut, match="at sample 32 of 40"):
+        cut.features(3, 40, 7)                   # two batches of 16 drawn, the third cut
+    assert cut.generated == 32
+    [kept] = keep.glob("*/class3_seed7.npz")
+    with np.load(kept) as saved:
+        assert saved["samples"].dtype == np.float16 and saved["samples"].shape[0] == 32
+        [[rows, by]] = json.loads(str(saved["drawn_on"]))
+    assert rows == 32 and by.startswith(runtime.cpu_model())
+
+    again = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep, batch_size=16)
+    resumed = again.features(3, 40, 7)
+    assert (again.generated, again.resumed) == (8, 32)     # only samples 32..39 drawn
+    assert np.array_equal(resumed[32:], whole[32:])        # drawn here: the same bits
+    assert np.abs(resumed[:32] - whole[:32]).max() < 2e-3  # read back: rounded to fp16
+
+
+def test_a_kept_run_that_starts_later_gets_its_first_rows_drawn_again(outputs, monkeypatch,
+                                                                       random_class_model):
+    """The standard protocol extends the report protocol's 64 samples per class, whose features
+    are in this machine's cache: its kept run starts at sample 64. On a machine without them,
+    the first rows are drawn again and the kept ones read back."""
+    whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 24, 7)
+    sources.SampleSource(random_class_model, SPEC).features(3, 8, 7)     # cached: rows 0..7
+    keep = outputs / "partial"
+    ticking_clock(monkeypatch)
+    cut = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
+    with partial.deadline(1), pytest.raises(partial.ScoringCut, match="at sample 16 of 24"):
+        cut.features(3, 24, 7)
+    assert (cut.generated, cut.reused) == (8, 8)           # rows 8..15 drawn and kept
+    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "elsewhere"))
+    again = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
+    resumed = again.features(3, 24, 7)
+    assert (again.generated, again.resumed, again.reused) == (16, 8, 0)
+    assert np.array_equal(resumed[:8], whole[:8]) and np.array_equal(resumed[16:], whole[16:])
+    assert np.abs(resumed[8:16] - whole[8:16]).max() < 2e-3
+    with np.load(again.store.path(3, 7)) as saved:
+        assert int(saved["first"]) == 0 and saved["samples"].shape[0] == 24
+
+
+def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(outputs,
+                                                                     random_class_model):
+    keep = outputs / "partial"
+    src = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep)
+    src.features(2, 8, 5)
+    other = sources.SampleSource(random_class_model, evaluation.SamplerSpec(steps=3),
+                                 cache=False, keep=keep)
+    other.features(2, 8, 5)
+    assert (other.generated, other.resumed) == (8, 0)       # another sampler: its own files
+    assert len(list(keep.glob("*/class2_seed5.npz"))) == 2
+    path = src.store.path(2, 5)
+    path.write_bytes(path.read_bytes()[:100])              # a write cut short
+    torn = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep)
+    torn.features(2, 8, 5)
+    assert (torn.generated, torn.resumed) == (8, 0)
+
+
+def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files(
+        outputs, monkeypatch, random_class_model):
+    tiny = runtime.PROFILES["tiny"]
+    monkeypatch.setattr(runtime, "KEPT_PROFILES", ("tiny",))
+    preset = config.scaled(config.get_preset("class_2"), tiny)
+    trained = SimpleNamespace(preset=preset, raw=random_class_model,
+                              denoiser=random_class_model, history={"epoch_seconds": [1.0]})
+    uncut = evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny, tag="__uncut")
+    assert uncut["resumed_images"] == 0
+    partial_dir = runtime.output_dir("results", tiny) / "partial"
+    assert not partial_dir.exists()                        # written, then cleared
+
+    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "cold"))   # no features from the first
+    ticking_clock(monkeypatch)
+    with partial.deadline(3), pytest.raises(partial.ScoringCut):
+        evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny)
+    kept = sorted(p.name for p in partial_dir.glob("*/*.npz"))
+    assert kept == ["class0_seed0.npz", "class1_seed1.npz", "class2_seed2.npz"]
+    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "colder"))  # another machine, say
+    done = evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny)
+    assert done["resumed_images"] > 0 and done["generated_images"] > 0
+    assert done["resumed_images"] + done["generated_images"] == uncut["generated_images"]
+    assert not partial_dir.exists()
+    for protocol in ("report", "standard"):
+        assert done[protocol]["average" if protocol == "report" else "pooled"] == pytest.approx(
+            uncut[protocol]["average" if protocol == "report" else "pooled"], rel=1e-3)
+
+
+def test_the_queue_stops_a_cut_scoring_and_runs_it_again_next_time(tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    cut = {"fid:base_1"}
+
+    def run_stage(stage, ctx):
+        if stage.name in cut:
+            partial.check_deadline("scoring class 0, seed 0 at sample 8 of 64")
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(pipeline, "missing", lambda *a, **k: None)
+    tiny = runtime.PROFILES["tiny"]
+    r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu", deadline_s=1e-9)
+    said = capsys.readouterr().out
+    assert "fid:base_1 stopped at the deadline (scoring class 0" in said
+    assert r["pending"] == ["fid:base_1", "fid:base_2"] and r["failed"] == []
+    cut.clear()
+    r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu")
+    assert r["pending"] == [] and "fid:base_1" in r["state"]["stages"]
+    assert json.loads(stages.state_path(tiny).read_text())["stages"].keys() >= {"fid:base_1"}
