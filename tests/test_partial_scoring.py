@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 
 from diffnb import config, evaluation, runtime
@@ -45,9 +46,9 @@ def test_a_cut_stream_goes_on_from_its_kept_samples(outputs, monkeypatch, random
     keep = outputs / "partial"
     ticking_clock(monkeypatch)
     cut = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep, batch_size=16)
-    with partial.deadline(2), pytest.raises(partial.ScoringCut, match="at sample 32 of 40"):
+    with partial.deadline(2), pytest.raises(partial.ScoringCut, match="at sample 32") as stop:
         cut.features(3, 40, 7)                   # two batches of 16 drawn, the third cut
-    assert cut.generated == 32
+    assert cut.generated == 32 and stop.value.progressed
     [kept] = keep.glob("*/class3_seed7.npz")
     with np.load(kept) as saved:
         assert saved["samples"].dtype == np.float16 and saved["samples"].shape[0] == 32
@@ -56,7 +57,9 @@ def test_a_cut_stream_goes_on_from_its_kept_samples(outputs, monkeypatch, random
 
     again = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep, batch_size=16)
     resumed = again.features(3, 40, 7)
-    assert (again.generated, again.resumed) == (8, 32)     # only samples 32..39 drawn
+    assert again.generated == 8                            # only samples 32..39 drawn
+    [(machine, count)] = again.resumed.items()             # read back, with who drew them
+    assert count == 32 and machine.startswith(runtime.cpu_model())
     assert np.array_equal(resumed[32:], whole[32:])        # drawn here: the same bits
     assert np.abs(resumed[:32] - whole[:32]).max() < 2e-3  # read back: rounded to fp16
 
@@ -66,22 +69,29 @@ def test_a_kept_run_that_starts_later_gets_its_first_rows_drawn_again(outputs, m
     """The standard protocol extends the report protocol's 64 samples per class, whose features
     are in this machine's cache: its kept run starts at sample 64. On a machine without them,
     the first rows are drawn again and the kept ones read back."""
-    whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 24, 7)
-    sources.SampleSource(random_class_model, SPEC).features(3, 8, 7)     # cached: rows 0..7
+    whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 32, 7)
+    sources.SampleSource(random_class_model, SPEC).features(3, 16, 7)    # cached: rows 0..15
     keep = outputs / "partial"
     ticking_clock(monkeypatch)
     cut = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
-    with partial.deadline(1), pytest.raises(partial.ScoringCut, match="at sample 16 of 24"):
-        cut.features(3, 24, 7)
-    assert (cut.generated, cut.reused) == (8, 8)           # rows 8..15 drawn and kept
+    with partial.deadline(1), pytest.raises(partial.ScoringCut, match="at sample 24"):
+        cut.features(3, 32, 7)
+    assert (cut.generated, cut.reused) == (8, 16)          # rows 16..23 drawn and kept
     monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "elsewhere"))
+    short = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
+    short.features(3, 8, 7)          # a shorter scoring here: drawn, the kept run left alone
+    with np.load(short.store.path(3, 7)) as saved:
+        assert int(saved["first"]) == 16 and saved["samples"].shape[0] == 8
     again = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
-    resumed = again.features(3, 24, 7)
-    assert (again.generated, again.resumed, again.reused) == (16, 8, 0)
-    assert np.array_equal(resumed[:8], whole[:8]) and np.array_equal(resumed[16:], whole[16:])
-    assert np.abs(resumed[8:16] - whole[8:16]).max() < 2e-3
+    resumed = again.features(3, 32, 7)      # rows 0..7 cached by the short scoring
+    assert (again.generated, sum(again.resumed.values()), again.reused) == (16, 8, 8)
+    assert np.array_equal(resumed[:16], whole[:16]) and np.array_equal(resumed[24:], whole[24:])
+    assert np.abs(resumed[16:24] - whole[16:24]).max() < 2e-3
     with np.load(again.store.path(3, 7)) as saved:
-        assert int(saved["first"]) == 0 and saved["samples"].shape[0] == 24
+        assert int(saved["first"]) == 8 and saved["samples"].shape[0] == 24
+    cached = sources.SampleSource(random_class_model, SPEC, batch_size=8)
+    cached.features(3, 32, 7)    # features with rows drawn elsewhere are not this machine's cache
+    assert (cached.generated, cached.reused) == (24, 8)    # only the short scoring's rows 0..7
 
 
 def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(outputs,
@@ -92,13 +102,13 @@ def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(outputs,
     other = sources.SampleSource(random_class_model, evaluation.SamplerSpec(steps=3),
                                  cache=False, keep=keep)
     other.features(2, 8, 5)
-    assert (other.generated, other.resumed) == (8, 0)       # another sampler: its own files
+    assert (other.generated, other.resumed) == (8, {})      # another sampler: its own files
     assert len(list(keep.glob("*/class2_seed5.npz"))) == 2
     path = src.store.path(2, 5)
     path.write_bytes(path.read_bytes()[:100])              # a write cut short
     torn = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep)
     torn.features(2, 8, 5)
-    assert (torn.generated, torn.resumed) == (8, 0)
+    assert (torn.generated, torn.resumed) == (8, {})
 
 
 def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files(
@@ -109,7 +119,7 @@ def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files
     trained = SimpleNamespace(preset=preset, raw=random_class_model,
                               denoiser=random_class_model, history={"epoch_seconds": [1.0]})
     uncut = evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny, tag="__uncut")
-    assert uncut["resumed_images"] == 0
+    assert uncut["resumed_images"] == {}
     partial_dir = runtime.output_dir("results", tiny) / "partial"
     assert not partial_dir.exists()                        # written, then cleared
 
@@ -121,12 +131,38 @@ def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files
     assert kept == ["class0_seed0.npz", "class1_seed1.npz", "class2_seed2.npz"]
     monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "colder"))  # another machine, say
     done = evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny)
-    assert done["resumed_images"] > 0 and done["generated_images"] > 0
-    assert done["resumed_images"] + done["generated_images"] == uncut["generated_images"]
+    resumed = sum(done["resumed_images"].values())
+    assert resumed > 0 and done["generated_images"] > 0
+    assert resumed + done["generated_images"] == uncut["generated_images"]
     assert not partial_dir.exists()
     for protocol in ("report", "standard"):
         assert done[protocol]["average" if protocol == "report" else "pooled"] == pytest.approx(
             uncut[protocol]["average" if protocol == "report" else "pooled"], rel=1e-3)
+
+
+def test_a_written_score_removes_only_the_kept_runs_it_used_up(tmp_path):
+    store = partial.Store(tmp_path / "partial", {"weights_fingerprint": "x"}, device="cpu")
+    rows = torch.zeros(40, 1, 4, 4)
+    store.save(1, 1, first=0, rows=rows[:16], drawn_on=[[16, "cpu"]])
+    store.save(2, 2, first=0, rows=rows, drawn_on=[[40, "cpu"]])   # a longer scoring's
+    store.forget({(1, 1): 16, (2, 2): 24})
+    assert not store.path(1, 1).exists() and store.path(2, 2).exists()
+    store.forget({(2, 2): 40})
+    assert not (tmp_path / "partial").exists()
+
+
+def test_a_cut_before_any_batch_is_no_progress_and_resumed_calls_do_not_calibrate(
+        monkeypatch, random_class_model, tmp_path):
+    ticking_clock(monkeypatch)
+    src = sources.SampleSource(random_class_model, SPEC, cache=False, keep=tmp_path)
+    with partial.deadline(0) as tally, pytest.raises(partial.ScoringCut) as stop:
+        src.features(0, 8, 0)
+    assert not stop.value.progressed and tally["drawn"] == 0
+    state = {"stages": {
+        "fid:a": {"device": "cpu", "kind": "fid", "prior_seconds": 10.0, "seconds": 30.0},
+        "fid:b": {"device": "cpu", "kind": "fid", "prior_seconds": 10.0, "seconds": 1.0,
+                  "resumed_samples": 600}}}
+    assert stages.calibration(state, "cpu") == 3.0
 
 
 def test_the_queue_stops_a_cut_scoring_and_runs_it_again_next_time(tmp_path, monkeypatch,

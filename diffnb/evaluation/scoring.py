@@ -114,12 +114,13 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
                                                       class_conditional=cc, sizes=sizes[protocol]))
     out["generated_images"] = gen.generated   # drawn by the sampler for this call
     out["reused_images"] = gen.reused         # features read from the cache instead
-    out["resumed_images"] = gen.resumed       # samples read back from a cut scoring's files
+    out["resumed_images"] = gen.resumed       # samples read back from a cut scoring's files,
+                                              # by the machine that drew them
     out["eval_seconds"] = time.perf_counter() - t0
     atomic_write(path, json.dumps(out, indent=2, sort_keys=True, default=float) + "\n")
     atomic_write(stamp, json.dumps(want, sort_keys=True, default=float))
     if gen.store is not None:
-        gen.store.clear()
+        gen.store.forget(gen.kept_streams)
     return out
 
 

@@ -86,9 +86,10 @@ class SampleSource:
     feature rows read from the disk cache instead. ``plan(draws)`` names streams to draw together
     with the first request (``evaluation.score`` plans both protocols' draws).
 
-    ``keep``: a folder (``results/<profile>/partial``): streams are drawn one sampler batch at a
-    time, each batch kept there, so that a scoring cut at the deadline goes on, on any machine
-    (:mod:`~diffnb.evaluation.partial`); ``resumed`` counts the samples read back from it.
+    ``keep``: a folder (``results/<profile>/partial``): on a CPU, streams are drawn one sampler
+    batch at a time, each batch kept there, so that a scoring cut at the deadline goes on, on any
+    machine (:mod:`~diffnb.evaluation.partial`); ``resumed`` lists the samples read back from it
+    by the machine that drew them. (On a GPU a scoring takes minutes: nothing is kept.)
     """
 
     def __init__(self, denoiser, spec: SamplerSpec, *, batch_size: int | None = None,
@@ -103,9 +104,13 @@ class SampleSource:
         self._feats: dict[tuple, np.ndarray] = {}
         self._probs: dict[tuple, np.ndarray] = {}
         self._planned: list[tuple] = []
-        self.generated = self.reused = self.resumed = 0
-        self.store = None if keep is None else partial.Store(keep, self._sample_key(),
-                                                              device=self._drawn_by())
+        self._read_back: set[tuple] = set()        # streams with rows drawn elsewhere
+        self.generated = self.reused = 0
+        self.resumed: dict[str, int] = {}          # samples read back, by the machine that drew them
+        self.kept_streams: dict[tuple, int] = {}   # (label, seed): rows this source kept or read
+        on_cpu = self._sampler_device().type == "cpu"
+        self.store = partial.Store(keep, self._sample_key(), device=self._drawn_by()) \
+            if keep is not None and on_cpu else None
 
     # ---- sampling: padded batches, one sampler call per kind of label ----------------------
 
@@ -151,7 +156,7 @@ class SampleSource:
         return {"weights_fingerprint": self.fingerprint, "weights": s.weights,
                 "sigma_data": float(self.denoiser.sigma_data), "solver": s.solver,
                 "steps": s.steps, "guidance": float(s.guidance), "sigma_min": noise.SIGMA_MIN,
-                "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO}
+                "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO, "torch": torch.__version__}
 
     def _drawn_by(self) -> str:
         dev = self._sampler_device()
@@ -172,7 +177,12 @@ class SampleSource:
 
             rows, resumed = partial.draw(self.store, sample, label=label, seed=seed,
                                          start=start, n=n, batch=bs)
-            self.resumed += resumed
+            for count, device in resumed:
+                self.resumed[device] = self.resumed.get(device, 0) + count
+            key = (label, seed)
+            self.kept_streams[key] = max(n, self.kept_streams.get(key, 0))
+            if resumed:
+                self._read_back.add(key)
             out.append(rows)
         return out
 
@@ -205,8 +215,7 @@ class SampleSource:
                 "features_device": _device_text(feat_dev),
                 "features_batches": f"{CPU_FEATURE_BATCH}" if feat_dev.type == "cpu" else
                 f"{feat_bs}",
-                "features_fn": f"{network.features.__module__}.{network.features.__qualname__}",
-                "torch": torch.__version__}
+                "features_fn": f"{network.features.__module__}.{network.features.__qualname__}"}
 
     def plan(self, draws) -> None:
         """Streams (label, n, seed) to draw together with the next request."""
@@ -247,7 +256,7 @@ class SampleSource:
                     continue
                 store[memo] = part if have is None else np.concatenate(
                     [have[:known[s]], part[known[s] - done:]])
-                if self.cache:
+                if self.cache and (label, seed) not in self._read_back:  # (this machine's only)
                     generated.save(key, label=label, seed=seed, feats=store[memo])
 
     def _known(self, store: dict, key: dict, memo: tuple, *, label, seed, n: int,

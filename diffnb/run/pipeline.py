@@ -222,7 +222,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         print(f"pipeline: {stage.name} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            with partial.deadline(ctx.deadline):
+            with partial.deadline(ctx.deadline) as tally:
                 info = run_stage(stage, ctx)
         except (Unfinished, partial.ScoringCut) as why:
             first = not ran_here and not getattr(why, "progressed", True)
@@ -247,6 +247,8 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                                        "kind": stage.kind, "prior_seconds": round(prior, 3),
                                        "info": info, "key": keys[stage.name],
                                        "commit": runtime.code_commit()}
+        if tally["resumed"]:   # samples of a cut call: its seconds are not the stage's cost
+            state["stages"][stage.name]["resumed_samples"] = tally["resumed"]
         stages.save_state(profile, state)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)

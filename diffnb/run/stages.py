@@ -187,11 +187,12 @@ def prior_seconds(stage: Stage, profile: runtime.Profile, *, device: torch.devic
 
 def calibration(state: dict, device_name: str) -> float:
     """Median of measured / FLOP-estimated seconds of the finished stages on ``device_name``
-    other than trainings (a training is cut by its epochs' measured time instead)."""
+    other than trainings (a training is cut by its epochs' measured time instead) and scorings
+    that went on from a cut call's samples (their seconds are part of the cost)."""
     ratios = []
     for s in state["stages"].values():
         if s.get("device") != device_name or s.get("kind") == "train" \
-                or s.get("prior_seconds", 0) <= 0.5:
+                or s.get("prior_seconds", 0) <= 0.5 or s.get("resumed_samples"):
             continue
         if s["seconds"]:
             ratios.append(s["seconds"] / s["prior_seconds"])
