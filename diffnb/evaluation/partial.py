@@ -69,9 +69,8 @@ def check_deadline(what: str) -> None:
     """Raise :class:`ScoringCut` once the deadline set by :func:`deadline` has passed."""
     tally = _run.get()
     if tally is not None and tally["at"] is not None and time.monotonic() >= tally["at"]:
-        raise ScoringCut(f"{what}: stopped at the deadline; the samples drawn so far are kept "
-                         "under results/<profile>/partial/, run the same command again to go on",
-                         progressed=tally["drawn"] > 0)
+        raise ScoringCut(f"{what}: the samples drawn so far are kept under "
+                         "results/<profile>/partial/", progressed=tally["drawn"] > 0)
 
 
 def _text(key: dict) -> str:
