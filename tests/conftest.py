@@ -26,6 +26,28 @@ def pytest_collection_modifyitems(session, config, items):
         items[:] = [item for item in items if not item.get_closest_marker("browser")] + browser
 
 
+def pooled_features(images, **kw):
+    """The stand-in for Inception: 4x4 average pooling, 16 numbers per image, image by image."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    return F.avg_pool2d(images.float().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float32)
+
+
+@pytest.fixture
+def scoring_outputs(tmp_path, monkeypatch):
+    """A scoring test's caches and results in tmp_path, and ``pooled_features`` for Inception
+    (each image's features computed on their own: they cannot depend on the batch)."""
+    from diffnb import runtime
+    from diffnb.fid import network
+
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(network, "features", pooled_features)
+    return tmp_path
+
+
 @pytest.fixture
 def tmp_checkpoints(tmp_path, monkeypatch):
     """Checkpoints of a test go to a temporary folder, never to the project's checkpoints/."""

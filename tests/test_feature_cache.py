@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from diffnb import config, data, evaluation, fid, runtime
 from diffnb.diffusion import sampling
@@ -27,18 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
 SPEC = evaluation.SamplerSpec(steps=2)
 
 
-def pooled_features(images, **kw):
-    """The stand-in for Inception: 4x4 average pooling, 16 numbers per image, image by image."""
-    return F.avg_pool2d(images.float().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float32)
-
-
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """Caches and results in tmp_path, the stand-in for Inception, and a log of sampler calls."""
-    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
-    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
-    monkeypatch.setattr(network, "features", pooled_features)
+def cache(scoring_outputs, monkeypatch):
+    """Caches and results in tmp_path, the stand-in for Inception (conftest.pooled_features),
+    and a log of sampler calls."""
     calls, sample = [], sampling.sample
 
     def logged(den, *, seeds, labels=None, **kw):
@@ -47,7 +38,7 @@ def cache(tmp_path, monkeypatch):
         return sample(den, seeds=seeds, labels=labels, **kw)
 
     monkeypatch.setattr(sampling, "sample", logged)
-    return SimpleNamespace(path=tmp_path, calls=calls)
+    return SimpleNamespace(path=scoring_outputs, calls=calls)
 
 
 @pytest.fixture
@@ -237,6 +228,7 @@ def test_another_process_reads_the_cache_and_extends_it(cache, random_class_mode
     torch.save(random_class_model, tmp_path / "model.pt")
     src = sources.SampleSource(random_class_model, SPEC)
     first = src.features(4, 5, 4)
+    pooled_features = network.features        # the stand-in the fixture set
     child = f"""
 import json
 import numpy as np

@@ -10,29 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from diffnb import config, evaluation, runtime
 from diffnb.evaluation import partial, sources
-from diffnb.fid import network
 from diffnb.run import pipeline, stages
 
 pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
 
 SPEC = evaluation.SamplerSpec(steps=2)
-
-
-def pooled_features(images, **kw):
-    return F.avg_pool2d(images.float().clamp(-1, 1), 8).flatten(1).numpy().astype(np.float32)
-
-
-@pytest.fixture
-def outputs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
-    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
-    monkeypatch.setattr(network, "features", pooled_features)
-    return tmp_path
 
 
 def ticking_clock(monkeypatch):
@@ -41,9 +26,10 @@ def ticking_clock(monkeypatch):
     monkeypatch.setattr(partial, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
 
 
-def test_a_cut_stream_goes_on_from_its_kept_samples(outputs, monkeypatch, random_class_model):
+def test_a_cut_stream_goes_on_from_its_kept_samples(scoring_outputs, monkeypatch,
+                                                    random_class_model):
     whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 40, 7)
-    keep = outputs / "partial"
+    keep = scoring_outputs / "partial"
     ticking_clock(monkeypatch)
     cut = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep, batch_size=16)
     with partial.deadline(2), pytest.raises(partial.ScoringCut, match="at sample 32") as stop:
@@ -64,20 +50,20 @@ def test_a_cut_stream_goes_on_from_its_kept_samples(outputs, monkeypatch, random
     assert np.abs(resumed[:32] - whole[:32]).max() < 2e-3  # read back: rounded to fp16
 
 
-def test_a_kept_run_that_starts_later_gets_its_first_rows_drawn_again(outputs, monkeypatch,
-                                                                       random_class_model):
+def test_a_kept_run_that_starts_later_gets_its_first_rows_drawn_again(
+        scoring_outputs, monkeypatch, random_class_model):
     """The standard protocol extends the report protocol's 64 samples per class, whose features
     are in this machine's cache: its kept run starts at sample 64. On a machine without them,
     the first rows are drawn again and the kept ones read back."""
     whole = sources.SampleSource(random_class_model, SPEC, cache=False).features(3, 32, 7)
     sources.SampleSource(random_class_model, SPEC).features(3, 16, 7)    # cached: rows 0..15
-    keep = outputs / "partial"
+    keep = scoring_outputs / "partial"
     ticking_clock(monkeypatch)
     cut = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
     with partial.deadline(1), pytest.raises(partial.ScoringCut, match="at sample 24"):
         cut.features(3, 32, 7)
     assert (cut.generated, cut.reused) == (8, 16)          # rows 16..23 drawn and kept
-    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "elsewhere"))
+    monkeypatch.setenv("DIFFNB_CACHE", str(scoring_outputs / "elsewhere"))
     short = sources.SampleSource(random_class_model, SPEC, keep=keep, batch_size=8)
     short.features(3, 8, 7)          # a shorter scoring here: drawn, the kept run left alone
     with np.load(short.store.path(3, 7)) as saved:
@@ -94,9 +80,9 @@ def test_a_kept_run_that_starts_later_gets_its_first_rows_drawn_again(outputs, m
     assert (cached.generated, cached.reused) == (24, 8)    # only the short scoring's rows 0..7
 
 
-def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(outputs,
+def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(scoring_outputs,
                                                                      random_class_model):
-    keep = outputs / "partial"
+    keep = scoring_outputs / "partial"
     src = sources.SampleSource(random_class_model, SPEC, cache=False, keep=keep)
     src.features(2, 8, 5)
     other = sources.SampleSource(random_class_model, evaluation.SamplerSpec(steps=3),
@@ -112,7 +98,7 @@ def test_kept_samples_of_another_sampler_or_a_torn_file_are_not_used(outputs,
 
 
 def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files(
-        outputs, monkeypatch, random_class_model):
+        scoring_outputs, monkeypatch, random_class_model):
     tiny = runtime.PROFILES["tiny"]
     monkeypatch.setattr(runtime, "KEPT_PROFILES", ("tiny",))
     preset = config.scaled(config.get_preset("class_2"), tiny)
@@ -123,13 +109,13 @@ def test_a_kept_profiles_scoring_resumes_after_the_deadline_and_clears_its_files
     partial_dir = runtime.output_dir("results", tiny) / "partial"
     assert not partial_dir.exists()                        # written, then cleared
 
-    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "cold"))   # no features from the first
+    monkeypatch.setenv("DIFFNB_CACHE", str(scoring_outputs / "cold"))  # no features of the first
     ticking_clock(monkeypatch)
     with partial.deadline(3), pytest.raises(partial.ScoringCut):
         evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny)
     kept = sorted(p.name for p in partial_dir.glob("*/*.npz"))
     assert kept == ["class0_seed0.npz", "class1_seed1.npz", "class2_seed2.npz"]
-    monkeypatch.setenv("DIFFNB_CACHE", str(outputs / "colder"))  # another machine, say
+    monkeypatch.setenv("DIFFNB_CACHE", str(scoring_outputs / "colder"))  # another machine, say
     done = evaluation.score(trained, spec=SPEC, reuse=False, profile=tiny)
     resumed = sum(done["resumed_images"].values())
     assert resumed > 0 and done["generated_images"] > 0

@@ -149,7 +149,7 @@ def draw(store: Store, sample, *, label: int | None, seed: int, start: int, n: i
     first, rows, drawn_on = (start, torch.empty(0), []) if kept is None else kept
     lo, hi = max(first, start), min(first + len(rows), n)
     resumed = _share(drawn_on, skip=lo - first, take=hi - lo)
-    _count("resumed", max(0, hi - lo))
+    _count("resumed", sum(count for count, _ in resumed))
     if first > start:   # the kept run starts later (its first rows were in another cache)
         head = list(_batches(sample, start, first, batch, what))
         drawn_on = [[first - start, store.device], *drawn_on]

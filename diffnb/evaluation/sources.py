@@ -159,9 +159,9 @@ class SampleSource:
                 "sigma_max": noise.SIGMA_MAX, "rho": noise.RHO, "torch": torch.__version__}
 
     def _drawn_by(self) -> str:
-        dev = self._sampler_device()
-        name = runtime.cpu_model() if dev.type == "cpu" else _device_text(dev)
-        return f"{name}, {'bf16' if runtime.default_amp(dev) else 'fp32'}"
+        """The CPU and precision of this source's draws (a store is kept on a CPU only)."""
+        amp = runtime.default_amp(self._sampler_device())
+        return f"{runtime.cpu_model()}, {'bf16' if amp else 'fp32'}"
 
     def _streams(self, streams: list[tuple[int | None, int, int, int]]) -> list[torch.Tensor]:
         """Rows start..n-1 of each stream (label, seed, start, n): in one sampler call per kind
