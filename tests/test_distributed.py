@@ -384,3 +384,14 @@ def test_device_under_torchrun_is_this_process_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(ValueError, match=r"LOCAL_RANK='2' but this machine has 2 CUDA device"):
         runtime.device()
+
+
+def test_command_line_prints_a_line_per_epoch(capsys, tmp_checkpoints):
+    """A log file has no progress bar: the command line says each epoch's losses and speed."""
+    assert train_cli.main(cli_args(BN)) == 0
+    out = capsys.readouterr().out
+    lines = [s for s in out.splitlines() if " epoch " in s and " of 2: " in s]
+    assert [s.split(" epoch ")[1][:6] for s in lines] == ["1 of 2", "2 of 2"], out
+    history = training.load_final(preset(BN), profile=PROFILE, device="cpu").history
+    assert f"valid loss {history['valid_loss'][-1]:.4f}" in lines[-1]
+    assert "img/s" in lines[-1] and "finished at epoch 2 of 2" in out

@@ -68,6 +68,16 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def epoch_line(preset):
+    """Prints one line per finished epoch (a log file has no progress bar)."""
+    def show(epoch: int, h: dict) -> None:
+        print(f"diffnb.training: {preset.name} epoch {epoch} of {preset.train.epochs}: train "
+              f"loss {h['train_loss'][-1]:.4f}, valid loss {h['valid_loss'][-1]:.4f}, "
+              f"{h['images_per_second'][-1]:.1f} img/s, {h['epoch_seconds'][-1]:.0f} s",
+              flush=True)
+    return show
+
+
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
@@ -92,7 +102,8 @@ def main(argv=None) -> int:
                       f"{preset.train.batch_size} ({per_process} per process)", flush=True)
             t = training.load_or_train(preset, profile=profile, device=dev, retrain=args.retrain,
                                        progress=world.main, amp=args.amp, compile=args.compile,
-                                       stop_after=args.stop_after, deadline=deadline)
+                                       stop_after=args.stop_after, deadline=deadline,
+                                       on_epoch=epoch_line(preset) if world.main else None)
     finally:
         distributed.destroy()
     if world.main:

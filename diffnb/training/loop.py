@@ -158,12 +158,14 @@ def checkpoint_dir(preset: Preset, profile: runtime.Profile | None = None) -> Pa
 
 def train(preset: Preset | str, *, profile: runtime.Profile | None = None, device=None,
           amp: bool | None = None, compile: bool | str = False, progress: bool = True,
-          stop_after: int | None = None, deadline: float | None = None) -> Trained:
+          stop_after: int | None = None, deadline: float | None = None,
+          on_epoch=None) -> Trained:
     """Train ``preset`` (already scaled to ``profile``) to its epochs, resuming when possible.
 
     ``deadline``: a ``time.monotonic()`` value; no epoch is started (or finished) that is
     projected to end after it: the run stops with its last checkpoint and ``finished=False``.
     ``stop_after``: stop after that many epochs of this call (to test resuming).
+    ``on_epoch``: called with the epochs done and the history after each saved epoch.
     """
     profile = profile or runtime.profile()
     preset = config.get_preset(preset)
@@ -212,6 +214,8 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
                 checkpoints.save(blob, folder / "last.pt")
             distributed.barrier()
             last_epoch = time.perf_counter() - e0
+            if on_epoch is not None and main:
+                on_epoch(st.epoch, h)
             if bar is not None:
                 bar.update(1)
     finally:
