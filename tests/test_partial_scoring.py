@@ -167,6 +167,7 @@ def test_the_queue_stops_a_cut_scoring_and_runs_it_again_next_time(tmp_path, mon
     r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu", deadline_s=1e-9)
     said = capsys.readouterr().out
     assert "fid:base_1 stopped at the deadline (scoring class 0" in said
+    assert "too short for even one sampler batch: nothing was lost" in said
     assert r["pending"] == ["fid:base_1", "fid:base_2"] and r["failed"] == []
     cut.clear()
     r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu")

@@ -226,7 +226,8 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                 info = run_stage(stage, ctx)
         except (Unfinished, partial.ScoringCut) as why:
             first = not ran_here and not why.progressed
-            hint = ("the deadline is too short for even one epoch: nothing was lost, give a "
+            unit = "sampler batch" if isinstance(why, partial.ScoringCut) else "epoch"
+            hint = (f"the deadline is too short for even one {unit}: nothing was lost, give a "
                     "longer --deadline" if first else "run the same command again to go on")
             print(f"pipeline: {stage.name} stopped at the deadline ({why}); {hint}.")
             break
