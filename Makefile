@@ -1,6 +1,7 @@
 # The two commands of the README. Each does its own set-up (scripts/setup.sh) on a fresh machine.
 #   make reproduce   the run queue (python -m diffnb.run.pipeline): train, score, studies, then every
-#                    notebook executed in order -> figures/, results/ (quick: figures/quick/, ...)
+#                    notebook executed in order -> figures/, results/ (quick: figures/quick/, ...),
+#                    then python -m diffnb.run.compare: how far they are from the committed ones
 #   make test        ruff (lint), lint-imports (pyproject.toml's layers: imports only go down),
 #                    unit tests (two workers), then nbval over the notebooks in order,
 #                    then the browser test (it reuses the models the notebooks trained)
@@ -16,6 +17,7 @@ reproduce:
 	bash scripts/setup.sh
 	$(PY) -m diffnb.run.pipeline $(DIFFNB_PROFILE) $(if $(AGAIN),--again) \
 		$(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m diffnb.run.compare $(DIFFNB_PROFILE)
 
 test:
 	bash scripts/setup.sh --test
