@@ -174,11 +174,15 @@ def test_an_unfinished_run_goes_on_in_a_fresh_clone_from_its_kept_resume_point(
     expected = training.train(long, profile=TINY, device="cpu", progress=False)  # uninterrupted
 
     clone = _clone(repo, tmp_path, monkeypatch)
+    here = runtime.device_name()
+    monkeypatch.setattr(runtime, "device_name", lambda: "another CPU")     # goes on elsewhere
     again = training.train(long, profile=TINY, device="cpu", progress=False)
     assert again.resumed_from == 3 and again.finished
     for k, v in expected.denoiser.state_dict().items():
         torch.testing.assert_close(again.denoiser.state_dict()[k], v, rtol=0, atol=0)
     assert weights.keep(TINY) == ["t_long.safetensors"]
+    entry = checkpoints.read_kept_manifest(TINY)["files"]["t_long.safetensors"]
+    assert entry["epochs_on"] == {here: 3, "another CPU": long.train.epochs - 3}
     assert checkpoints.read_kept_manifest(TINY)["resume"] == {}
     assert not (clone / f"weights/tiny/{run.name}.resume.pt").exists()
 

@@ -80,6 +80,15 @@ def _safetensors_bytes(blob: dict, keep: tuple[str, ...]) -> bytes:
     return save(tensors, metadata=meta)
 
 
+def epochs_on(history: dict, epochs: int) -> dict[str, int]:
+    """How many of a run's first ``epochs`` epochs each machine trained (a cut training may go
+    on elsewhere); epochs saved before the history recorded it count as "not recorded"."""
+    out: dict[str, int] = {}
+    for name in (history.get("device") or [None] * epochs)[:epochs]:
+        out[name or "not recorded"] = out.get(name or "not recorded", 0) + 1
+    return out
+
+
 def _keep_final(preset: config.Preset, profile: runtime.Profile, found: Path) -> dict:
     blob = checkpoints.load(found)
     keep = parts(preset, profile)
@@ -95,6 +104,7 @@ def _keep_final(preset: config.Preset, profile: runtime.Profile, found: Path) ->
              "train_seconds": round(sum(h["epoch_seconds"][:preset.train.epochs]), 1),
              "valid_loss": float(h["valid_loss"][preset.train.epochs - 1]),
              "cpu": on.get("cpu") or runtime.cpu_model(),
+             "epochs_on": epochs_on(h, preset.train.epochs),
              **{k: on.get(k, "unknown") for k in ("device", "torch", "commit")}}
     return entry
 
@@ -175,10 +185,12 @@ is written from [`MANIFEST.json`](MANIFEST.json) by `python -m diffnb.run.weight
 {chr(10).join(rows) or "| (none finished yet) | | | | | | | |"}
 
 {"Trainings not finished yet, kept as resume points:" + chr(10) + chr(10).join(going) if going
- else "Every training is finished."}
+ else "No resume point is kept: no training here is waiting to go on."}
 
-- **Trained on:** {"; ".join(cpus) or "(none yet)"}, torch as the manifest says, one thread
-  per training.
+- **Trained on:** {"; ".join(cpus) or "(none yet)"} (the machine of each model's last epoch),
+  torch as the manifest says, one thread per training. A training cut by a deadline may go on
+  on another machine: the manifest's `epochs_on` counts each model's epochs per machine,
+  where recorded.
 - **Validation loss:** EDM's weighted denoising loss on the 10k validation split, fixed noise.
   `check_loss` in the manifest is the same loss on 256 of those images in fp32, which
   `python -m diffnb.run.weights check {profile.name}` recomputes.

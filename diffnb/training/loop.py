@@ -59,7 +59,8 @@ class TrainState:
     sched: torch.optim.lr_scheduler.LambdaLR
     epoch: int = 0
     history: dict = field(default_factory=lambda: {"train_loss": [], "valid_loss": [],
-                                                   "epoch_seconds": [], "images_per_second": []})
+                                                   "epoch_seconds": [], "images_per_second": [],
+                                                   "device": []})
 
 
 def make_denoiser(preset: Preset, *, device=None, sigma_data: float | None = None) -> Denoiser:
@@ -202,7 +203,8 @@ def train(preset: Preset | str, *, profile: runtime.Profile | None = None, devic
             seconds = time.perf_counter() - e0
             distributed.broadcast_buffers(st.denoiser, st.ema)   # BatchNorm statistics (CPU)
             st.epoch += 1
-            h = st.history
+            h = st.history   # "device": the machine of each epoch (None: not recorded)
+            h.setdefault("device", [None] * len(h["train_loss"])).append(runtime.device_name())
             h["train_loss"].append(train_loss)
             h["valid_loss"].append(validation_loss(st.denoiser, valid_split, preset=preset,
                                                      amp=amp))
