@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffnb import config, data, models
+from diffnb import config, data, models, runtime
 from diffnb.run import flops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,22 @@ def test_naive_loop_sees_the_same_images_as_diffnb():
     naive = torch.stack([bench.TransformDataset(test)[i][0] for i in range(5)])
     torch.testing.assert_close(naive, data.to_model_space(test.images), rtol=0, atol=1e-6)
     assert [int(bench.TransformDataset(test)[i][1]) for i in range(5)] == test.labels.tolist()
+
+
+@pytest.mark.slow
+def test_compile_speed_benchmark_times_the_same_step_on_the_same_batches(monkeypatch):
+    """Both steps start from the same weights and see the same batch and noise first: their first
+    losses agree; the ratio is that of the two rates. (The model and batch of
+    test_training_parts' compiled step: torch.compile's cache may serve both.)"""
+    bench = _module("compile_speed")
+    base = config.get_preset("class_1")
+    p = replace(base, model=replace(base.model, nb_channels=8, num_blocks=1, cond_channels=8),
+                train=replace(base.train, batch_size=16))
+    monkeypatch.setattr(runtime, "default_amp", lambda dev: False)       # fp32: rounding only
+    r = bench.compare(p, torch.device("cpu"), steps=2, rounds=1, warmup=1)
+    assert r["first_loss"]["compiled"] == pytest.approx(r["first_loss"]["eager"], rel=1e-4)
+    assert r["ratio"] == pytest.approx(r["compiled_img_s"] / r["eager_img_s"], abs=0.01)
+    assert r["precision"] == "fp32" and r["batch"] == 16
 
 
 @pytest.mark.slow
