@@ -86,12 +86,13 @@ def main() -> None:
     dev = runtime.device()
     preset = config.get_preset(args.preset)
     steps = args.steps or (1 if args.smoke else (100 if dev.type == "cuda" else 20))
+    warmup = 1 if args.smoke else 3
     result = compare(preset, dev, steps=steps, rounds=1 if args.smoke else args.rounds,
-                     warmup=1 if args.smoke else 3)
+                     warmup=warmup)
     print(f"device {result['device']}; preset {preset.name} ({preset.short}), batch "
           f"{result['batch']}, {result['precision']}, {result['threads']} thread(s)")
     print(f"eager    {result['eager_img_s']:9.2f} img/s")
-    print(f"compiled {result['compiled_img_s']:9.2f} img/s  (compiling and {3 if not args.smoke else 1} "
+    print(f"compiled {result['compiled_img_s']:9.2f} img/s  (compiling and {warmup} "
           f"warm-up steps: {result['compile_seconds_incl_warmup']} s)")
     print(f"ratio compiled / eager: {result['ratio']:.2f}x")
     if args.json:

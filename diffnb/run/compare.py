@@ -38,10 +38,14 @@ def committed(root: Path, rel: str) -> bytes | None:
 
 
 def committed_files(root: Path, folder: str) -> list[str]:
-    r = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", "--name-only", "HEAD", folder],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{root} is not a git checkout ({r.stderr.strip()}): comparing with the "
+    try:
+        r = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", "--name-only", "HEAD",
+                            folder], capture_output=True, text=True)
+        why = (r.stderr.strip() or f"git exited with {r.returncode}") if r.returncode else None
+    except OSError as err:     # no git program
+        why = str(err)
+    if why is not None:
+        raise RuntimeError(f"{root} is not a git checkout ({why}): comparing with the "
                            "committed outputs needs the repository cloned with git.")
     return r.stdout.split()
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,10 +84,8 @@ def _safetensors_bytes(blob: dict, keep: tuple[str, ...]) -> bytes:
 def epochs_on(history: dict, epochs: int) -> dict[str, int]:
     """How many of a run's first ``epochs`` epochs each machine trained (a cut training may go
     on elsewhere); epochs saved before the history recorded it count as "not recorded"."""
-    out: dict[str, int] = {}
-    for name in (history.get("device") or [None] * epochs)[:epochs]:
-        out[name or "not recorded"] = out.get(name or "not recorded", 0) + 1
-    return out
+    names = (history.get("device") or [None] * epochs)[:epochs]
+    return dict(Counter(name or "not recorded" for name in names))
 
 
 def _keep_final(preset: config.Preset, profile: runtime.Profile, found: Path) -> dict:
