@@ -151,9 +151,10 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
         return studies.run(stage.name.split(":", 1)[1], ctx)
     if stage.kind == "bench":
         return studies.train_speed(stage.presets[0], ctx)
-    from diffnb.run import execute
+    from diffnb.run import execute, readme
 
-    return execute.run_all(profile=ctx.profile)
+    info = execute.run_all(profile=ctx.profile)
+    return {**info, "readme_face": readme.write(ctx.profile)}   # a kept, complete run only
 
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),

@@ -1,0 +1,79 @@
+"""The README's first screen (diffnb.run.readme): made from a run's files, written only for a kept,
+complete profile, and only between its markers."""
+import csv
+import json
+
+import pytest
+
+from diffnb import runtime
+from diffnb.run import readme
+
+ROWS = [{"preset": "class_1", "model": "Class Conditional 1", "report FID (slide 8)": "89.56",
+         "ours, report protocol": "71.234", "floor (report)": "40.5", "n report": "64"},
+        {"preset": "unet", "model": "UNet", "report FID (slide 8)": "nan",
+         "ours, report protocol": "55.55", "floor (report)": "40.5", "n report": "64"}]
+
+
+def fake_run(root, *, complete=True, profile="cpu"):
+    (root / "figures" / profile).mkdir(parents=True)
+    (root / "results" / profile).mkdir(parents=True)
+    (root / "weights" / profile).mkdir(parents=True)
+    (root / "figures" / profile / "s10_per_class_grids.json").write_text(json.dumps(
+        {"preset": "class_3", "solver": "euler", "steps": 50, "seed": 0, "samples_per_class": 8,
+         "device": "Some CPU"}))
+    with open(root / "results" / profile / "s08_fid_models.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
+        w.writeheader()
+        w.writerows(ROWS)
+    files = {  # class_3 continues class_1's run: its seconds include class_1's
+        "class_1.safetensors": dict(preset="class_1", run_key="a", train_seconds=3600.0,
+                                    images_seen=150_000, cpu="CPU A", epochs_on=None),
+        "class_3.safetensors": dict(preset="class_3", run_key="a", train_seconds=7200.0,
+                                    images_seen=300_000, cpu="CPU A",
+                                    epochs_on={"CPU B": 1, "not recorded": 5}),
+        "unet.safetensors": dict(preset="unet", run_key="b", train_seconds=1800.0,
+                                 images_seen=100_000, cpu="CPU A", epochs_on={"CPU A": 2}),
+        "x.resume.pt": dict(epoch=1)}
+    (root / "weights" / profile / "MANIFEST.json").write_text(json.dumps(
+        {"complete": complete, "files": files, "profile": profile}))
+    (root / "README.md").write_text(f"# title\n\nintro\n\n{readme.START}\nold face\n"
+                                    f"{readme.END}\n\n## Start\nrest\n")
+
+
+def test_face_is_made_from_the_runs_files(tmp_path):
+    fake_run(tmp_path)
+    assert readme.write(runtime.PROFILES["cpu"], tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("# title\n\nintro\n\n" + readme.START) and text.endswith(
+        readme.END + "\n\n## Start\nrest\n") and "old face" not in text
+    assert "(figures/cpu/s10_per_class_grids.png)" in text and "`class_3`" in text
+    assert "| Class Conditional 1 | class_1 | 89.6 | 71.2 | 40.5 | 3 / 50 |" in text
+    assert "| UNet | unet | - | 55.5 | 40.5 | 2 / " in text
+    # 3 models; run "a" counted once (2 h) + run "b" (0.5 h); both CPUs named; 2 to 6 epochs
+    assert "3 models trained" in text and "2.5 core-hours" in text
+    assert "on CPU A; CPU B." in text and "2 to 6 epochs" in text
+    assert readme.write(runtime.PROFILES["cpu"], tmp_path)          # again: the same text
+    assert (tmp_path / "README.md").read_text() == text
+
+
+@pytest.mark.parametrize("profile,complete", [("quick", True), ("cpu", False)])
+def test_quick_or_unfinished_runs_leave_the_readme_alone(tmp_path, profile, complete):
+    fake_run(tmp_path, complete=complete, profile=profile)
+    before = (tmp_path / "README.md").read_text()
+    assert not readme.write(runtime.PROFILES[profile], tmp_path)
+    assert (tmp_path / "README.md").read_text() == before
+
+
+def test_missing_markers_or_files_say_what_to_do(tmp_path):
+    fake_run(tmp_path)
+    (tmp_path / "README.md").write_text("# no markers\n")
+    with pytest.raises(ValueError, match="put them where the face goes"):
+        readme.write(runtime.PROFILES["cpu"], tmp_path)
+    (tmp_path / "results" / "cpu" / "s08_fid_models.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        readme.face(tmp_path, "cpu")
+
+
+def test_the_repositorys_readme_has_the_markers_once():
+    text = (runtime.project_root() / "README.md").read_text()
+    assert readme.rewrite(text, readme.START + "\nx\n" + readme.END).count(readme.START) == 1
