@@ -484,3 +484,19 @@ def test_trainings_side_by_side_finish_and_are_recorded(tmp_path, monkeypatch):
     stages.save_state(tiny, {"stages": {}})                   # records gone, models still here
     pipeline.run(tiny, only=only, device="cpu", workers=2)
     assert sorted(commands) == ["base_1", "condbn_1"]         # nothing trained again
+
+
+def test_two_queues_side_by_side_keep_each_others_records(tmp_path, monkeypatch):
+    """Each queue loads the record when it starts; a stage it finishes is added to the record as
+    it is on disk then, so a second queue's stages finished meanwhile stay."""
+    _use(tmp_path, monkeypatch)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / ".cache"))
+    tiny = runtime.PROFILES["tiny"]
+    a, b = ({"seconds": s, "device": "cpu", "key": "k"} for s in (1.0, 2.0))
+    first = stages.load_state(tiny)                    # queue 1 starts
+    stages.update_state(tiny, lambda st: st["stages"].update(a=a))   # queue 2 finishes a stage
+    first["stages"]["b"] = b                            # queue 1's copy, from before that
+    stages.update_state(tiny, lambda st: st["stages"].update(b=b))   # queue 1 finishes its stage
+    assert set(stages.load_state(tiny)["stages"]) == {"a", "b"}
+    timings = json.loads((runtime.output_dir("results", tiny) / "timings.json").read_text())
+    assert timings["total_seconds"] == 3.0

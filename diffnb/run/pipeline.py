@@ -190,8 +190,9 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     redo = [s.name for s in queue if again and s.name in state["stages"]
             and not stages.trained_here(s, profile)]   # a training here would only load its models
     if redo:
-        state["stages"] = {k: v for k, v in state["stages"].items() if k not in redo}
-        stages.save_state(profile, state)
+        def drop(st):
+            st["stages"] = {k: v for k, v in st["stages"].items() if k not in redo}
+        state = stages.update_state(profile, drop, keys=keys)
         print(f"pipeline: --again: {len(redo)} finished stages run again, reusing the scores that "
               "still match; trainings whose models are here keep their record (see --again)")
     if workers > 1:
@@ -235,23 +236,26 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         except Exception as err:   # a stage's fault must not cost the stages after it their turn
             traceback.print_exc()
             failed.append(stage.name)
-            state.setdefault("failed", {})[stage.name] = {
-                "error": f"{type(err).__name__}: {err}"[:500], "device": name,
-                "seconds": round(time.perf_counter() - t0, 2), "key": keys[stage.name]}
-            stages.save_state(profile, state)
+            fault = {"error": f"{type(err).__name__}: {err}"[:500], "device": name,
+                     "seconds": round(time.perf_counter() - t0, 2), "key": keys[stage.name]}
+            state = stages.update_state(
+                profile, lambda st: st.setdefault("failed", {}).update({stage.name: fault}),
+                keys=keys)
             print(f"pipeline: {stage.name} FAILED ({type(err).__name__}: {err}); going on with "
                   "the next stages (those that read its results wait)", flush=True)
             continue
         seconds = time.perf_counter() - t0
-        if state.get("failed", {}).pop(stage.name, None) is not None and not state["failed"]:
-            del state["failed"]
-        state["stages"][stage.name] = {"seconds": round(seconds, 2), "device": name,
-                                       "kind": stage.kind, "prior_seconds": round(prior, 3),
-                                       "info": info, "key": keys[stage.name],
-                                       "commit": runtime.code_commit()}
+        done = {"seconds": round(seconds, 2), "device": name, "kind": stage.kind,
+                "prior_seconds": round(prior, 3), "info": info, "key": keys[stage.name],
+                "commit": runtime.code_commit()}
         if tally["resumed"]:   # samples of a cut call: its seconds are not the stage's cost
-            state["stages"][stage.name]["resumed_samples"] = tally["resumed"]
-        stages.save_state(profile, state)
+            done["resumed_samples"] = tally["resumed"]
+
+        def record(st, stage=stage, done=done):
+            if st.get("failed", {}).pop(stage.name, None) is not None and not st["failed"]:
+                del st["failed"]
+            st["stages"][stage.name] = done
+        state = stages.update_state(profile, record, keys=keys)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in queue if s.name not in state["stages"]]

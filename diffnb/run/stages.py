@@ -227,6 +227,21 @@ def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None
     return state
 
 
+def update_state(profile: runtime.Profile, change, *, keys: dict | None = None) -> dict:
+    """``change(state)`` applied to the record as it is on disk now, under a lock, and saved; the
+    new state. Two queues side by side (``--only`` one stage on each core) each add their own
+    stages without writing over the other's."""
+    import fcntl
+
+    lock = runtime.cache_dir("pipeline") / f"{profile.name}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)     # released when the file closes
+        state = load_state(profile, keys=keys)
+        change(state)
+        save_state(profile, state)
+    return state
+
+
 def save_state(profile: runtime.Profile, state: dict) -> None:
     atomic_write(state_path(profile), json.dumps(state, indent=2, sort_keys=True) + "\n")
     stages = state["stages"]
