@@ -160,3 +160,18 @@ def test_ddp_speed_benchmark_trains_the_same_model_on_the_same_data(tmp_path, mo
     assert result["max_weight_difference"] < 5e-5           # the same training
     assert result["ratio"] == pytest.approx(ddp["images_per_second"] / base["images_per_second"],
                                             abs=1e-3)
+
+
+def test_sample_speed_benchmark_times_the_same_samples(monkeypatch):
+    """Every variant draws the same seeds with the same weights: the baseline's ratio is 1 and its
+    samples are its own; channels_last and a larger batch change the samples by rounding only."""
+    bench = _module("sample_speed")
+    base = config.get_preset("class_1")
+    p = replace(base, model=replace(base.model, nb_channels=8, num_blocks=1, cond_channels=8))
+    monkeypatch.setattr(runtime, "default_amp", lambda dev: False)       # fp32: rounding only
+    r = bench.compare(p, torch.device("cpu"), images=16, steps=2, rounds=1, batch=8)
+    first, *others = r["variants"].values()
+    assert first["ratio"] == 1.0 and first["largest_difference"] == 0.0
+    assert [v["batch_size"] for v in (first, *others)] == [8, 8, 16]
+    assert all(0 < v["img_s"] and v["largest_difference"] < 1e-3 for v in others)
+    assert r["precision"] == "fp32" and r["images_per_round"] == 16
