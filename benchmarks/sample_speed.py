@@ -1,8 +1,9 @@
-"""Sampling images/s of the sampler as it runs (``sampling.sample``) against variants of it: the
-network in channels_last, and other batch sizes. Same process, same network weights, same seeds;
-the timed blocks alternate, so that a load that comes and goes slows all alike. Beside each rate:
-its ratio to the sampler as it runs, and the largest difference of its samples from that one's
-(a variant that changes the samples changes the scores made with them).
+"""Sampling images/s (``sampling.sample``) of the network in NCHW, the baseline, against
+channels_last (how trained models sample: ``training.load_final`` builds them as the trainer does)
+and channels_last at twice the batch. Same process, same network weights, same seeds; the timed
+blocks alternate, so that a load that comes and goes slows all alike. Beside each rate: its ratio
+to the baseline, and the largest difference of its samples from the baseline's (a variant that
+changes the samples changes the scores made with them).
 
     python benchmarks/sample_speed.py --preset class_2          # the report's largest ResNet
     python benchmarks/sample_speed.py --preset unet_attn_cfg --solver heun
@@ -24,8 +25,8 @@ from diffnb.results import atomic_write
 
 def variants(batch: int) -> dict[str, dict]:
     """name -> (memory format of the network, sampler batch size); the first is the baseline."""
-    return {"as it runs": dict(channels_last=False, batch_size=batch),
-            "channels_last": dict(channels_last=True, batch_size=batch),
+    return {"NCHW": dict(channels_last=False, batch_size=batch),
+            "channels_last (as trained models run)": dict(channels_last=True, batch_size=batch),
             f"channels_last, batch {2 * batch}": dict(channels_last=True, batch_size=2 * batch)}
 
 
@@ -88,7 +89,7 @@ def main() -> None:
     print(f"device {r['device']}; preset {preset.name} ({preset.short}), {r['precision']}, "
           f"{r['threads']} thread(s), {r['solver']} {r['steps']} steps, {images} images a block")
     for name, v in r["variants"].items():
-        print(f"{name:28s} {v['img_s']:8.2f} img/s  {v['ratio']:.2f}x  "
+        print(f"{name:40s} {v['img_s']:8.2f} img/s  {v['ratio']:.2f}x  "
               f"largest difference of the samples {v['largest_difference']:.2e}")
     if args.json:
         atomic_write(Path(args.json), json.dumps(r, indent=2) + "\n")
