@@ -173,3 +173,27 @@ def test_the_queue_stops_a_cut_scoring_and_runs_it_again_next_time(tmp_path, mon
     r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu")
     assert r["pending"] == [] and "fid:base_1" in r["state"]["stages"]
     assert json.loads(stages.state_path(tiny).read_text())["stages"].keys() >= {"fid:base_1"}
+
+
+def test_a_scoring_that_keeps_its_samples_starts_though_it_will_not_fit(tmp_path, monkeypatch,
+                                                                        capsys):
+    """In a kept profile on a CPU a scoring cut at the deadline loses at most a sampler batch: the
+    queue starts it with little time left; a stage that keeps nothing (a floor curve) still waits
+    for the next command."""
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(runtime, "KEPT_PROFILES", ("tiny",))
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, ctx: ran.append(stage.name) or {})
+    monkeypatch.setattr(pipeline, "missing", lambda *a, **k: None)
+    monkeypatch.setattr(stages, "prior_seconds", lambda stage, *a, **k:
+                        1.0 if stage.name == "study:class0_bug" else 1e6)
+    tiny = runtime.PROFILES["tiny"]
+    only = ["study:class0_bug", "study:best_per_class", "study:floor_curve"]
+    r = pipeline.run(tiny, only=only, device="cpu", deadline_s=600)
+    said = capsys.readouterr().out
+    assert ran == ["study:class0_bug", "study:best_per_class"]
+    assert "study:best_per_class (~" in said and "keeps its samples" in said
+    assert "stop before study:floor_curve" in said and r["pending"] == ["study:floor_curve"]
+    assert not stages.keeps_samples(stages.Stage("fid:base_1", "fid"), tiny, device="cuda")
+    monkeypatch.setattr(runtime, "KEPT_PROFILES", ())
+    assert not stages.keeps_samples(stages.Stage("fid:base_1", "fid"), tiny, device="cpu")

@@ -215,9 +215,12 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         prior = stages.prior_seconds(stage, profile, device=ctx.device)
         expect = prior * stages.calibration(state, name) if stage.kind != "train" else 0.0
         if ran_here and expect > ctx.left():
-            print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
-                  "left); run the same command again to go on.")
-            break
+            if not stages.keeps_samples(stage, profile, device=ctx.device):
+                print(f"pipeline: stop before {stage.name} (~{expect:.0f} s, {ctx.left():.0f} s "
+                      "left); run the same command again to go on.")
+                break
+            print(f"pipeline: {stage.name} (~{expect:.0f} s) will not end in the "
+                  f"{ctx.left():.0f} s left; it keeps its samples as it draws them, so it starts")
         if deadline_s is not None and expect > deadline_s:
             print(f"pipeline: {stage.name} is estimated at ~{expect:.0f} s, more than a whole "
                   f"command (--deadline {deadline_s:g}); running it first in this one anyway.")

@@ -66,6 +66,19 @@ def plan(profile: runtime.Profile) -> list[Stage]:
             Stage("notebooks", "notebooks")]
 
 
+# Scorings that keep their samples as they draw them (evaluation.partial: a kept profile, on a
+# CPU): cut at the deadline they lose at most one sampler batch, so the queue starts them
+# whatever time is left, where it would stop before another stage that does not fit.
+KEEPS_SAMPLES = ("fid:*", "study:ablation", "study:best_per_class", "study:fid_vs_nfe")
+
+
+def keeps_samples(stage: Stage, profile: runtime.Profile, *, device: torch.device) -> bool:
+    import fnmatch
+
+    return profile.name in runtime.KEPT_PROFILES and torch.device(device).type == "cpu" and \
+        any(fnmatch.fnmatch(stage.name, pattern) for pattern in KEEPS_SAMPLES)
+
+
 def celeba_lacks() -> str | None:
     """Why notebook 07's training is not planned here (CelebA is not found), or None."""
     return datasets.missing(config.get_preset(CELEBA_STAGE.presets[0]))
