@@ -487,16 +487,23 @@ def test_trainings_side_by_side_finish_and_are_recorded(tmp_path, monkeypatch):
 
 
 def test_two_queues_side_by_side_keep_each_others_records(tmp_path, monkeypatch):
-    """Each queue loads the record when it starts; a stage it finishes is added to the record as
-    it is on disk then, so a second queue's stages finished meanwhile stay."""
+    """While this queue runs a stage, a queue beside it finishes another: its record stays, and
+    this queue does not run that stage again."""
     _use(tmp_path, monkeypatch)
-    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / ".cache"))
     tiny = runtime.PROFILES["tiny"]
-    a, b = ({"seconds": s, "device": "cpu", "key": "k"} for s in (1.0, 2.0))
-    first = stages.load_state(tiny)                    # queue 1 starts
-    stages.update_state(tiny, lambda st: st["stages"].update(a=a))   # queue 2 finishes a stage
-    first["stages"]["b"] = b                            # queue 1's copy, from before that
-    stages.update_state(tiny, lambda st: st["stages"].update(b=b))   # queue 1 finishes its stage
-    assert set(stages.load_state(tiny)["stages"]) == {"a", "b"}
-    timings = json.loads((runtime.output_dir("results", tiny) / "timings.json").read_text())
-    assert timings["total_seconds"] == 3.0
+    keys = {s.name: stages.stage_key(s, tiny) for s in stages.plan(tiny)}
+    ran = []
+
+    def run_stage(stage, ctx):
+        ran.append(stage.name)
+        other = {"seconds": 2.0, "device": "cpu", "kind": "study", "key": keys["study:floor_curve"]}
+        stages.update_state(tiny, lambda st: st["stages"].update({"study:floor_curve": other}))
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(pipeline, "missing", lambda *a, **k: None)
+    r = pipeline.run(tiny, only=["study:class0_bug", "study:floor_curve"], device="cpu")
+    assert ran == ["study:class0_bug"] and r["pending"] == []
+    on_disk = json.loads(stages.state_path(tiny).read_text())["stages"]
+    assert set(on_disk) == {"study:class0_bug", "study:floor_curve"}
+    assert on_disk["study:floor_curve"]["seconds"] == 2.0

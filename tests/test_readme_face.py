@@ -1,17 +1,19 @@
 """The README's first screen (diffnb.run.readme): made from a run's files, written only for a kept,
 complete profile, and only between its markers."""
-import csv
 import json
 
+import pandas as pd
 import pytest
 
 from diffnb import runtime
 from diffnb.run import readme
 
-ROWS = [{"preset": "class_1", "model": "Class Conditional 1", "report FID (slide 8)": "89.56",
-         "ours, report protocol": "71.234", "floor (report)": "40.5", "n report": "64"},
-        {"preset": "unet", "model": "UNet", "report FID (slide 8)": "nan",
-         "ours, report protocol": "55.55", "floor (report)": "40.5", "n report": "64"}]
+ROWS = [{"preset": "class_1", "model": "Class Conditional 1", "report FID (slide 8)": 89.56,
+         "ours, report protocol": 71.234, "floor (report)": 40.5,
+         "ours, standard (pooled)": float("nan"), "n report": 64},
+        {"preset": "unet", "model": "UNet", "report FID (slide 8)": float("nan"),
+         "ours, report protocol": 55.55, "floor (report)": 40.5, "ours, standard (pooled)": 12.3,
+         "n report": 64}]
 
 
 def fake_run(root, *, complete=True, profile="cpu"):
@@ -21,10 +23,9 @@ def fake_run(root, *, complete=True, profile="cpu"):
     (root / "figures" / profile / "s10_per_class_grids.json").write_text(json.dumps(
         {"preset": "class_3", "solver": "euler", "steps": 50, "seed": 0, "samples_per_class": 8,
          "device": "Some CPU"}))
-    with open(root / "results" / profile / "s08_fid_models.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
-        w.writeheader()
-        w.writerows(ROWS)
+    pd.DataFrame(ROWS).to_csv(root / "results" / profile / "s08_fid_models.csv", index=False)
+    (root / "figures" / profile / "s08_fid_models.png").write_bytes(b"png")
+    (root / "figures" / profile / "s10_per_class_grids.png").write_bytes(b"png")
     files = {  # class_3 continues class_1's run: its seconds include class_1's
         "class_1.safetensors": dict(preset="class_1", run_key="a", train_seconds=3600.0,
                                     images_seen=150_000, cpu="CPU A", epochs_on=None),
@@ -32,10 +33,9 @@ def fake_run(root, *, complete=True, profile="cpu"):
                                     images_seen=300_000, cpu="CPU A",
                                     epochs_on={"CPU B": 1, "not recorded": 5}),
         "unet.safetensors": dict(preset="unet", run_key="b", train_seconds=1800.0,
-                                 images_seen=100_000, cpu="CPU A", epochs_on={"CPU A": 2}),
-        "x.resume.pt": dict(epoch=1)}
+                                 images_seen=100_000, cpu="CPU A", epochs_on={"CPU A": 2})}
     (root / "weights" / profile / "MANIFEST.json").write_text(json.dumps(
-        {"complete": complete, "files": files, "profile": profile}))
+        {"complete": complete, "files": files, "profile": profile, "resume": {}}))
     (root / "README.md").write_text(f"# title\n\nintro\n\n{readme.START}\nold face\n"
                                     f"{readme.END}\n\n## Start\nrest\n")
 
@@ -50,8 +50,13 @@ def test_face_is_made_from_the_runs_files(tmp_path):
     assert "| Class Conditional 1 | class_1 | 89.6 | 71.2 | 40.5 | 3 / 50 |" in text
     assert "| UNet | unet | - | 55.5 | 40.5 | 2 / " in text
     # 3 models; run "a" counted once (2 h) + run "b" (0.5 h); both CPUs named; 2 to 6 epochs
-    assert "3 models trained" in text and "2.5 core-hours" in text
-    assert "on CPU A; CPU B." in text and "2 to 6 epochs" in text
+    assert "The 3 models trained for 2.5 hours" in text
+    assert "on CPU A and CPU B." in text and "2 to 6 epochs" in text
+    # what the repository's own README test asks of a cpu opening (tests/test_notebook_outputs.py)
+    from test_notebook_outputs import readme_opening_problems
+
+    table = pd.read_csv(tmp_path / "results" / "cpu" / "s08_fid_models.csv")
+    assert readme_opening_problems(text, profile="cpu", table=table, root=tmp_path) == []
     assert readme.write(runtime.PROFILES["cpu"], tmp_path)          # again: the same text
     assert (tmp_path / "README.md").read_text() == text
 

@@ -15,7 +15,8 @@ computed they reuse: one code path.
 Finished stages are recorded in ``results[/<profile>]/pipeline.json`` and skipped. No epoch and
 no stage is started that is not expected to finish before the deadline (the measured time of the
 previous epoch; a FLOP estimate calibrated on the stages already run), except the first one of a
-call; a scoring stops before a sampler batch past the deadline, its samples kept under
+call and a scoring that keeps its samples (``stages.keeps_samples``: a cut loses at most one
+sampler batch); a scoring stops before a sampler batch past the deadline, its samples kept under
 ``results/<profile>/partial/`` in a kept profile (``evaluation.partial``). Run again, here or on
 another machine, the same command resumes where the cut one stopped. A deadline too short for
 one epoch or one stage says so and exits 0 with nothing lost. A stage waits (and the queue goes
@@ -154,7 +155,13 @@ def run_stage(stage: stages.Stage, ctx: Context) -> dict:
     from diffnb.run import execute, readme
 
     info = execute.run_all(profile=ctx.profile)
-    return {**info, "readme_face": readme.write(ctx.profile)}   # a kept, complete run only
+    try:                            # the README's face: a kept, complete run only
+        face = readme.write(ctx.profile)
+    except (OSError, ValueError, KeyError) as err:   # the notebooks ran: keep their record
+        face = f"not written: {type(err).__name__}: {err}"
+        print(f"pipeline: the README's face was {face}; mend it, then run "
+              f"python -m diffnb.run.readme {ctx.profile.name}", flush=True)
+    return {**info, "readme_face": face}
 
 
 def run(profile: runtime.Profile, *, deadline_s: float | None = None, only: list[str] = (),
@@ -204,6 +211,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             parallel.train(todo, profile, workers=workers, deadline=ctx.deadline)
     ran_here, failed = 0, []
     for stage in queue:
+        state = stages.load_state(profile, keys=keys)   # with what a queue beside this one did
         if stage.name in state["stages"]:
             continue
         if max_stages is not None and ran_here >= max_stages:
@@ -221,7 +229,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
                 break
             print(f"pipeline: {stage.name} (~{expect:.0f} s) will not end in the "
                   f"{ctx.left():.0f} s left; it keeps its samples as it draws them, so it starts")
-        if deadline_s is not None and expect > deadline_s:
+        if not ran_here and deadline_s is not None and expect > deadline_s:
             print(f"pipeline: {stage.name} is estimated at ~{expect:.0f} s, more than a whole "
                   f"command (--deadline {deadline_s:g}); running it first in this one anyway.")
         print(f"pipeline: {stage.name} ...", flush=True)

@@ -37,8 +37,13 @@ def _read(path: Path, what: str) -> str:
                                 "first (make reproduce)") from None
 
 
+def subfolder(profile: str) -> str:
+    """A profile's part of its output paths, as ``runtime.output_dir`` names them."""
+    return "" if profile == "full" else f"{profile}/"
+
+
 def training_line(manifest: dict) -> str:
-    """One sentence: how many models, on which CPUs, how many core-hours, how many images."""
+    """One sentence: how many models, how many hours of training, on which CPUs, how many images."""
     files = [f for f in manifest["files"].values() if f.get("preset")]
     runs: dict[str, float] = {}   # a continued run (class_3 after class_1) counts once
     for f in files:
@@ -46,10 +51,10 @@ def training_line(manifest: dict) -> str:
     cpus = sorted({f["cpu"] for f in files} | {c for f in files for c in f.get("epochs_on") or {}
                                                if c != "not recorded"})
     seen = [f["images_seen"] / EPOCH_IMAGES for f in files]
-    return (f"{len(files)} models trained one CPU core each, {sum(runs.values()) / 3600:.1f} "
-            f"core-hours in all, on {'; '.join(cpus)}. Each saw {min(seen):.0f} to "
+    return (f"The {len(files)} models trained for {sum(runs.values()) / 3600:.1f} hours in all "
+            f"(the sum of their runs), on {' and '.join(cpus)}. Each saw {min(seen):.0f} to "
             f"{max(seen):.0f} epochs' worth of the 50,000 training images; the report trained "
-            "50 or 100 epochs on a GPU.")
+            "for 50 or 100.")
 
 
 def slide8_markdown(rows: list[dict], manifest: dict) -> str:
@@ -68,30 +73,40 @@ def slide8_markdown(rows: list[dict], manifest: dict) -> str:
 
 
 def _number(text: str) -> str:
-    x = float(text)
+    x = float(text) if text.strip() else math.nan     # pandas writes NaN as an empty cell
     return f"{x:.1f}" if math.isfinite(x) else "-"
 
 
 def face(root: Path, profile: str) -> str:
     """The block between the markers, made from the run's files under ``root``."""
-    meta = json.loads(_read(root / "figures" / profile / f"{GRID}.json", "the slide-10 grid"))
-    rows = list(csv.DictReader(_read(root / "results" / profile / f"{TABLE}.csv",
-                                     "the slide-8 table").splitlines()))
+    import pandas as pd
+
+    from diffnb.course import readings
+
+    sub = subfolder(profile)
+    meta = json.loads(_read(root / "figures" / sub / f"{GRID}.json", "the slide-10 grid"))
+    text = _read(root / "results" / sub / f"{TABLE}.csv", "the slide-8 table")
+    rows = list(csv.DictReader(text.splitlines()))
     manifest = json.loads(_read(root / "weights" / profile / "MANIFEST.json", "the kept weights"))
+    _read(root / "figures" / sub / f"{TABLE}.png", "the slide-8 figure")
+    headline = readings.headline(pd.read_csv(root / "results" / sub / f"{TABLE}.csv"))
     n = rows[0]["n report"] if rows else "?"
     return "\n".join([
         START,
         f"![Slide 10: {meta['samples_per_class']} samples of each class]"
-        f"(figures/{profile}/{GRID}.png)",
+        f"(figures/{sub}{GRID}.png)",
         "",
-        f"*Slide 10, from notebook 04: one row per class, drawn by `{meta['preset']}` "
-        f"({meta['solver']}, {meta['steps']} steps, seed {meta['seed']}). The `{profile}` "
-        f"profile, on {meta['device']}.*",
+        f"*Slide 10, from notebook 04: one row per class, drawn by the `{profile}` run's "
+        f"`{meta['preset']}` model ({meta['solver']}, {meta['steps']} steps, seed {meta['seed']}) "
+        f"on {meta['device']}.*",
         "",
-        f"**Slide 8, from notebook 05: FID per model** (report protocol: {n} generated vs {n} "
-        "real images per class, averaged; lower is better; real vs real is the lowest that "
-        f"protocol can give). All columns: [`results/{profile}/{TABLE}.md`]"
-        f"(results/{profile}/{TABLE}.md).",
+        f"![Slide 8: FID of each model against the report's](figures/{sub}{TABLE}.png)",
+        "",
+        f"**Slide 8, from notebook 05: FID per model.** Ours: {headline}. The report protocol: "
+        f"{n} generated "
+        f"vs {n} real images per class, averaged; lower is better; real vs real is the lowest "
+        f"that protocol can give. All columns: [`results/{sub}{TABLE}.md`]"
+        f"(results/{sub}{TABLE}.md).",
         "",
         slide8_markdown(rows, manifest),
         "",
@@ -132,8 +147,8 @@ def main(argv=None) -> None:
     if write(profile):
         print(f"README.md: face written from the {profile.name} run")
     else:
-        print(f"README.md left as it is: the {profile.name} profile's weights are not all kept "
-              f"(weights/{profile.name}/MANIFEST.json)")
+        print(f"README.md left as it is: only a run of the {' or '.join(runtime.KEPT_PROFILES)} "
+              "profile, with all its weights kept (weights/<profile>/MANIFEST.json), writes it")
 
 
 if __name__ == "__main__":

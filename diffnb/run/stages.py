@@ -218,19 +218,26 @@ def state_path(profile: runtime.Profile) -> Path:
     return runtime.output_dir("results", profile) / "pipeline.json"
 
 
+def _stored(profile: runtime.Profile, *, say: bool = False) -> dict:
+    """The record as it is on disk, every stage in it."""
+    path = state_path(profile)
+    if not path.exists():
+        return {"profile": profile.name, "stages": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        if say:
+            print(f"pipeline: {path.name} is corrupt; starting from what is on disk",
+                  file=sys.stderr)
+        return {"profile": profile.name, "stages": {}}
+
+
 def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None = None) -> dict:
     """The finished stages whose key (``stages.stage_key``) is still this checkout's: a record
     made before the profile, a preset or a notebook changed is dropped (``say``: print so), and
     the queue runs that stage again, reusing the models and scores that still match.
     ``keys``: the stages' keys when the caller has computed them already."""
-    path = state_path(profile)
-    if not path.exists():
-        return {"profile": profile.name, "stages": {}}
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        print(f"pipeline: {path.name} is corrupt; starting from what is on disk", file=sys.stderr)
-        return {"profile": profile.name, "stages": {}}
+    state = _stored(profile, say=say)
     keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
     stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
     if stale and say:
@@ -241,18 +248,21 @@ def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None
 
 
 def update_state(profile: runtime.Profile, change, *, keys: dict | None = None) -> dict:
-    """``change(state)`` applied to the record as it is on disk now, under a lock, and saved; the
-    new state. Two queues side by side (``--only`` one stage on each core) each add their own
-    stages without writing over the other's."""
+    """``change(record)`` applied to the record as it is on disk now, under a lock, and saved;
+    returns the record as :func:`load_state` reads it. Two queues side by side (``--only``
+    stages that do not overlap, one queue per core) each add their own stages without writing
+    over the other's; a record this checkout counts as out of date is kept on disk (the other
+    queue may run other code) and only left out of what is returned."""
     import fcntl
 
-    lock = runtime.cache_dir("pipeline") / f"{profile.name}.lock"
+    lock = runtime.outputs_root() / ".cache" / f"pipeline-{profile.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)     # released when the file closes
-        state = load_state(profile, keys=keys)
+        state = _stored(profile)
         change(state)
         save_state(profile, state)
-    return state
+    return load_state(profile, keys=keys)
 
 
 def save_state(profile: runtime.Profile, state: dict) -> None:
