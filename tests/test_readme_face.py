@@ -24,8 +24,8 @@ def fake_run(root, *, complete=True, profile="cpu"):
         {"preset": "class_3", "solver": "euler", "steps": 50, "seed": 0, "samples_per_class": 8,
          "device": "Some CPU"}))
     pd.DataFrame(ROWS).to_csv(root / "results" / profile / "s08_fid_models.csv", index=False)
-    (root / "figures" / profile / "s08_fid_models.png").write_bytes(b"png")
-    (root / "figures" / profile / "s10_per_class_grids.png").write_bytes(b"png")
+    for name in ("s08_fid_models.png", "s10_per_class_grids.png"):   # a PNG's first bytes
+        (root / "figures" / profile / name).write_bytes(b"\x89PNG\r\n\x1a\n")
     files = {  # class_3 continues class_1's run: its seconds include class_1's
         "class_1.safetensors": dict(preset="class_1", run_key="a", train_seconds=3600.0,
                                     images_seen=150_000, cpu="CPU A", epochs_on=None),

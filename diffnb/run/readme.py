@@ -12,7 +12,6 @@ touches the README. The notebooks stage of the run queue calls it last.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from pathlib import Path
@@ -29,12 +28,11 @@ CSV_COLUMNS = {"model": "model", "preset": "preset", "report FID (slide 8)": "th
                "ours, report protocol": "ours", "floor (report)": "real vs real"}
 
 
-def _read(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except OSError:
+def _need(path: Path, what: str) -> Path:
+    if not path.is_file():
         raise FileNotFoundError(f"{path} is missing ({what}): run the course in this profile "
-                                "first (make reproduce)") from None
+                                "first (make reproduce)")
+    return path
 
 
 def subfolder(profile: str) -> str:
@@ -72,8 +70,7 @@ def slide8_markdown(rows: list[dict], manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def _number(text: str) -> str:
-    x = float(text) if text.strip() else math.nan     # pandas writes NaN as an empty cell
+def _number(x: float) -> str:
     return f"{x:.1f}" if math.isfinite(x) else "-"
 
 
@@ -84,13 +81,15 @@ def face(root: Path, profile: str) -> str:
     from diffnb.course import readings
 
     sub = subfolder(profile)
-    meta = json.loads(_read(root / "figures" / sub / f"{GRID}.json", "the slide-10 grid"))
-    text = _read(root / "results" / sub / f"{TABLE}.csv", "the slide-8 table")
-    rows = list(csv.DictReader(text.splitlines()))
-    manifest = json.loads(_read(root / "weights" / profile / "MANIFEST.json", "the kept weights"))
-    _read(root / "figures" / sub / f"{TABLE}.png", "the slide-8 figure")
-    headline = readings.headline(pd.read_csv(root / "results" / sub / f"{TABLE}.csv"))
-    n = rows[0]["n report"] if rows else "?"
+    meta = json.loads(_need(root / "figures" / sub / f"{GRID}.json", "the slide-10 grid")
+                      .read_text())
+    table = pd.read_csv(_need(root / "results" / sub / f"{TABLE}.csv", "the slide-8 table"))
+    manifest = json.loads(_need(root / "weights" / profile / "MANIFEST.json", "the kept weights")
+                          .read_text())
+    _need(root / "figures" / sub / f"{TABLE}.png", "the slide-8 figure")
+    rows = table.to_dict("records")
+    n = int(rows[0]["n report"]) if rows else "?"
+    headline = readings.headline(table)
     return "\n".join([
         START,
         f"![Slide 10: {meta['samples_per_class']} samples of each class]"
