@@ -12,9 +12,11 @@ A reading order, the diffusion core first:
   evaluation/   scoring trained models, the notebooks' studies, a classifier beside FID
   course/       what a notebook shows: plots, tables, widgets, readings
   run/          the run queue: ``python -m diffnb.run.pipeline PROFILE``, kept weights
-  runtime.py    device, seed, profiles, output folders; results.py: the one atomic writer
+  runtime.py    device, seed, the run's profile, output folders; results.py: the one atomic writer
+  profiles.py   the profiles: loop sizes of a run (cpu, quick, tiny, full)
 
 Imports only go down: run > evaluation > training > models > config, course > diffusion, fid
-> data > results > runtime (the layers contract in pyproject.toml, checked by lint-imports).
+> data > results > runtime > profiles > hardware (the layers contract in pyproject.toml, checked
+by lint-imports).
 """
 __version__ = "0.1.0"
