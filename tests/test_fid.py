@@ -268,6 +268,20 @@ def test_real_features_are_cached(fake_features):
     np.testing.assert_array_equal(trousers, whole[(data.test_set().labels == 1).numpy()])
 
 
+def test_whole_split_is_put_together_from_its_cached_classes(fake_features, tmp_stats):
+    test = data.test_set()
+    labels = test.labels.numpy()
+    classes = [fid.real_features("test", n=None, label=c) for c in range(data.NUM_CLASSES)]
+    assert fake_features == [int((labels == c).sum()) for c in range(data.NUM_CLASSES)]
+    whole = fid.real_features("test", n=None)      # put together: nothing computed
+    assert len(fake_features) == data.NUM_CLASSES
+    np.testing.assert_array_equal(whole[labels == 3], classes[3])
+    np.testing.assert_array_equal(whole, cheap_features(data.to_model_space(test.images)))
+    (tmp_stats / reference._cache_name("test", 3, n=None, seed=0, part=0)).unlink()
+    fid.real_features("test", n=None)              # a class missing: the whole split is computed
+    assert fake_features[data.NUM_CLASSES:] == [10_000]
+
+
 def test_truncated_feature_cache_is_recomputed(fake_features, tmp_stats):
     first = fid.real_features("train", n=7, label=2, seed=3)
     (path,) = tmp_stats.glob("*.npy")

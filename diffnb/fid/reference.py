@@ -89,18 +89,35 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _from_larger(split: str, label: int | None, *, n: int | None, seed: int,
                  part: int) -> np.ndarray | None:
-    """The same images sliced out of a cached larger draw: a class out of the whole split, or
-    part p of n out of a draw of m >= (p + 1) n with the same seed (a prefix of one permutation)."""
+    """The same images out of a cached draw: a class out of the whole split, the whole split put
+    together from its ten classes, or part p of n out of a draw of m >= (p + 1) n with the same
+    seed (a prefix of one permutation)."""
     if n is None:
-        whole = None if label is None else _load_cached(
-            stats_dir() / _cache_name(split, None, n=None, seed=0, part=0), len(_split(split)))
-        return None if whole is None else whole[(_split(split).labels == label).numpy()]
+        labels = _split(split).labels.numpy()
+        if label is not None:
+            whole = _load_cached(stats_dir() / _cache_name(split, None, n=None, seed=0, part=0),
+                                 len(labels))
+            return None if whole is None else whole[labels == label]
+        return _from_classes(split, labels)
     for path in stats_dir().glob(f"{_stem(split, label)}_n*_seed{seed}_part0.npy"):
         m = int(re.search(r"_n(\d+)_seed", path.name).group(1))
         feats = _load_cached(path, m) if m >= (part + 1) * n else None
         if feats is not None:
             return feats[part * n:(part + 1) * n]
     return None
+
+
+def _from_classes(split: str, labels: np.ndarray) -> np.ndarray | None:
+    """The whole split's features from the cached features of each of its classes (each image
+    in its place in the split), or None unless all ten are cached."""
+    parts = [_load_cached(stats_dir() / _cache_name(split, c, n=None, seed=0, part=0),
+                          int((labels == c).sum())) for c in range(data.NUM_CLASSES)]
+    if any(part is None for part in parts):
+        return None
+    whole = np.empty((len(labels), parts[0].shape[1]), dtype=parts[0].dtype)
+    for c, part in enumerate(parts):
+        whole[labels == c] = part
+    return whole
 
 
 def real_features(split: str, *, n: int | None, label: int | None = None, seed: int = 0,
