@@ -202,7 +202,7 @@ def test_score_warns_once_at_the_callers_line(scoring, monkeypatch):
 
 
 def test_corrupt_results_file_is_recomputed_with_a_warning(scoring, fake_evaluate):
-    path = evaluation.scoring._result_path("class_1", "")
+    path = evaluation.tables.result_path("class_1", "")
     evaluation.score(scoring, protocols=("standard",))
     path.write_text(path.read_text()[:40])  # a write cut short
     with pytest.raises(ValueError, match=f"{path.name} is corrupt"):
@@ -221,8 +221,8 @@ def test_cli_scores_a_preset(scoring, fake_evaluate, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["preset"] == "class_1" and out["protocols"] == ["report"]
     assert [c[0] for c in fake_evaluate] == ["report"]
-    assert evaluation.scoring._result_path("class_1", "__report").exists()  # not the both-protocol file
-    assert not evaluation.scoring._result_path("class_1", "").exists()
+    assert evaluation.tables.result_path("class_1", "__report").exists()  # not the both-protocol file
+    assert not evaluation.tables.result_path("class_1", "").exists()
 
 
 def test_cli_rejects_an_unknown_preset(capsys):

@@ -1,7 +1,8 @@
 """Scoring trained models, and the studies the notebooks read back.
 
-  scoring      FID of a trained preset (report and standard protocols), the report's tables
-               rebuilt from the saved scores; ``python -m diffnb.evaluation PRESET``
+  scoring      FID of a trained preset (report and standard protocols), saved with its
+               provenance; ``python -m diffnb.evaluation PRESET``
+  tables       the report's tables (slides 8-9) rebuilt from the saved scores
   sources      generated images as FID sources: seeded, batched, their features cached
   studies      the notebooks' studies (ablation, floor curve, class-0 bug ...), memoised
   classifier   a Fashion-MNIST classifier beside FID; ``python -m diffnb.evaluation.classifier``
@@ -16,16 +17,18 @@ from diffnb.evaluation.scoring import (
     SamplerSpec,
     SampleSource,
     ablation,
-    excess_over_floor,
-    fid_weights,
     floor_curve,
-    load_scores,
     nfe_study,
     one_warning,
-    rank_classes,
     report_models,
-    report_slide9_table,
     score,
+)
+from diffnb.evaluation.tables import (
+    excess_over_floor,
+    fid_weights,
+    load_scores,
+    rank_classes,
+    report_slide9_table,
     slide8_table,
     slide9_table,
 )

@@ -1,5 +1,6 @@
-"""Scoring trained presets with FID (slides 8-9): results files with their provenance, and the
-report's tables rebuilt from those files. Samplers become FID sources in :mod:`diffnb.evaluation.sources`.
+"""Scoring trained presets with FID (slides 8-9): results files with their provenance. The
+report's tables are rebuilt from those files in :mod:`diffnb.evaluation.tables`; samplers become
+FID sources in :mod:`diffnb.evaluation.sources`.
 
 Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
@@ -18,24 +19,10 @@ import pandas as pd
 
 from diffnb import config, data, fid, runtime, training
 from diffnb.diffusion import sampling
-from diffnb.evaluation import classifier, reading
+from diffnb.evaluation import classifier, reading, tables
 from diffnb.evaluation.sources import SamplerSpec, SampleSource
 from diffnb.results import atomic_write, provenance
 from diffnb.training import checkpoints
-
-
-def _result_path(preset_name: str, tag: str):
-    folder = runtime.output_dir("results") / "fid"
-    folder.mkdir(exist_ok=True)
-    return folder / f"{preset_name}{tag}.json"
-
-
-def _read_result(path) -> dict:
-    """A results JSON file, or a ValueError naming it when it does not parse (a cut-short write)."""
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path} is corrupt ({err})") from None
 
 
 def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
@@ -81,13 +68,13 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     want["weights_fingerprint"] = checkpoints.fingerprint(den)
     reader = reading.kept_reader()
     want["classifier"] = None if reader is None else classifier.manifest()["sha256"]
-    path = _result_path(preset.name, tag)
+    path = tables.result_path(preset.name, tag)
     stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
     if reuse and path.exists() and not runtime.rescore() and \
             (stamp.exists() or runtime.reuse_committed(p)):
         try:
-            old = _read_result(path)
-            stamped = _read_result(stamp) if stamp.exists() else None
+            old = tables.read_result(path)
+            stamped = tables.read_result(stamp) if stamp.exists() else None
         except ValueError as err:
             warnings.warn(f"{err}; scoring {preset.name} again", stacklevel=2)
         else:
@@ -167,74 +154,12 @@ def study_profile(profile: runtime.Profile) -> runtime.Profile:
     return replace(profile, fid_standard_n=n, fid_standard_per_class=max(1, n // 10))
 
 
-def load_scores(names, *, tag: str = "") -> dict[str, dict]:
-    scores = {}
-    for name in names:
-        path = _result_path(name, tag)
-        if not path.exists():
-            raise FileNotFoundError(f"no FID result for {name!r} at {path}: run score() first")
-        try:
-            scores[name] = _read_result(path)
-        except ValueError as err:
-            raise ValueError(f"{err}: run score() for {name!r} again to rewrite it") from None
-    return scores
-
-
-def fid_weights(scores: dict[str, dict]) -> str:
-    """Which Inception weights made ``scores``: "fp32" (pytorch-fid's, exact: every score
-    written without a ``fid_weights`` field) unless a score's field names another kind."""
-    kinds = sorted({s.get("fid_weights", "fp32") for s in scores.values()})
-    return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
-
-
-def slide8_table(scores: dict[str, dict]) -> pd.DataFrame:
-    """Slide 8: the report's "Average FID" beside ours under both protocols, with floors."""
-    rows = []
-    for name, s in scores.items():
-        preset = config.get_preset(name)
-        rep, std = s["report"], s.get("standard") or {}   # standard: maybe the best's alone
-        rows.append({"preset": name, "model": s["title"], "parameters": s["params"],
-                     "report FID (slide 8)": preset.report_fid,
-                     "ours, report protocol": rep["average"],
-                     "floor (report)": rep["floor_average"],
-                     "ours, standard (pooled)": std.get("pooled", float("nan")),
-                     "floor (standard)": std.get("floor_pooled", float("nan")),
-                     "KID x1e3": 1e3 * std.get("kid_mean", float("nan")),
-                     "n report": rep["n"], "n standard": std.get("n", float("nan"))})
-    return pd.DataFrame(rows)
-
-
-def slide9_table(scores: dict[str, dict], *, protocol: str = "report") -> pd.DataFrame:
-    """Slide 9: per-class FID, one row per class-conditional preset, plus the floor row."""
-    rows = {config.get_preset(n).title: s[protocol]["per_class"] for n, s in scores.items()}
-    first = next(iter(scores.values()))[protocol]
-    rows[f"real vs real (n={first['n_per_class'] or first['n']})"] = first["floor_per_class"]
-    return pd.DataFrame(rows).T[list(data.CLASS_NAMES)]
-
-
-def report_slide9_table() -> pd.DataFrame:
-    """The report's own slide-9 numbers (config.REPORT_PER_CLASS_FID)."""
-    return pd.DataFrame({config.get_preset(n).title: dict(zip(data.CLASS_NAMES, v))
-                         for n, v in config.REPORT_PER_CLASS_FID.items()}).T
-
-
 def floor_curve(ns: list[int], *, seed: int = 0) -> pd.DataFrame:
     """Real-vs-real FID (:func:`fid.real_vs_real`, the protocols' floor) of n vs n other training
     images, for each n; one feature pass: each pair is a slice of one seeded draw of 2 max(ns)."""
     fid.real_features("train", n=2 * max(ns), seed=seed)
     return pd.DataFrame([{"n": n, "real_vs_real_fid": fid.real_vs_real(n, seed=seed)}
                          for n in ns])
-
-
-def excess_over_floor(per_class: pd.DataFrame) -> pd.DataFrame:
-    """Per-class FID minus the real-vs-real floor: how much of a number the model is to blame for."""
-    floor = per_class.iloc[-1]
-    return per_class.iloc[:-1] - floor
-
-
-def rank_classes(per_class: pd.DataFrame) -> pd.Series:
-    """Mean rank of each class across the models (1 = best), worst last."""
-    return per_class.rank(axis=1).mean().sort_values()
 
 
 @dataclass(frozen=True)
