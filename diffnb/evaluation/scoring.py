@@ -2,7 +2,7 @@
 report's tables are rebuilt from those files in :mod:`diffnb.evaluation.tables`; samplers become
 FID sources in :mod:`diffnb.evaluation.sources`.
 
-Every score lands in ``results[/quick]/fid/<preset>.json`` with the profile, protocol, n, seed,
+Every score lands in ``results[/<profile>]/fid/<preset>.json`` with the profile, protocol, n, seed,
 sampler, steps and device; the tables are read back from there, so no number is typed by hand.
 The FID sizes are the run profile's. ``python -m diffnb.evaluation PRESET`` scores one preset.
 """
