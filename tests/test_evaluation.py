@@ -134,6 +134,30 @@ def test_study_memo_is_reused_only_with_this_checkouts_stamp(tmp_path, monkeypat
     assert json.loads(path.read_text())["value"] == {"value": 4}
 
 
+def test_zero_init_study_cut_after_one_arm_goes_on_with_the_other(tmp_path, monkeypatch):
+    from diffnb.evaluation import studies
+    monkeypatch.setattr(runtime, "project_root", lambda: tmp_path)
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    profile, arms = runtime.PROFILES["tiny"], []
+
+    def first_losses(preset, *, steps, device):
+        arms.append(preset.model.zero_init)
+        if len(arms) == 2:
+            raise KeyboardInterrupt("cut by the deadline")
+        return [float(preset.model.zero_init)] * steps
+    monkeypatch.setattr(studies, "first_losses", first_losses)
+    with pytest.raises(KeyboardInterrupt):
+        studies.zero_init_losses(profile=profile)
+    kept = runtime.output_dir("results", profile) / "partial" / "s06_zero_init_first_epoch"
+    assert [p.name for p in kept.iterdir()] == ["zero_init=True.json"]
+    arms.append("resumed")                               # the next call: only the other arm
+    losses = studies.zero_init_losses(profile=profile)
+    assert arms == [True, False, "resumed", False]
+    assert set(losses[True]) == {1.0} and set(losses[False]) == {0.0}
+    assert not kept.exists()                              # used up once the study is stored
+    assert studies.zero_init_losses(profile=profile) == losses and len(arms) == 4
+
+
 def test_the_floor_curve_uses_the_ns_it_is_given(tmp_path, monkeypatch):
     import pandas as pd
 

@@ -83,14 +83,32 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
     preset = config.scaled(config.get_preset(preset_name), profile)
     steps = training.steps_per_epoch(preset)
 
-    def compute():
-        return {str(zero): first_losses(
-                    replace(preset, model=replace(preset.model, zero_init=zero)), steps=steps,
-                    device=device)
-                for zero in (True, False)}
-    stored = _memo("s06_zero_init_first_epoch", {"preset": config.run_key(preset), "steps": steps},
-                   compute, profile)
-    return {key == "True": values for key, values in stored.items()}
+    key = {"preset": config.run_key(preset), "steps": steps}
+    # each arm is an epoch on a CPU: kept as a plain file until both are done, so a run cut
+    # after the first arm (or another machine) goes on with the second
+    arms = runtime.output_dir("results", profile) / "partial" / "s06_zero_init_first_epoch"
+
+    def arm(zero: bool) -> list[float]:
+        path = arms / f"zero_init={zero}.json"
+        try:
+            stored = json.loads(path.read_text())
+            if stored["key"] == {**key, "zero_init": zero} and not runtime.rescore():
+                return stored["losses"]
+        except (OSError, ValueError, KeyError):
+            pass   # absent, truncated or another run's: compute it
+        losses = first_losses(replace(preset, model=replace(preset.model, zero_init=zero)),
+                              steps=steps, device=device)
+        atomic_write(path, json.dumps({"key": {**key, "zero_init": zero}, "losses": losses,
+                                       "provenance": provenance()}, default=float) + "\n")
+        return losses
+
+    stored = _memo("s06_zero_init_first_epoch", key,
+                   lambda: {str(zero): arm(zero) for zero in (True, False)}, profile)
+    for zero in (True, False):
+        (arms / f"zero_init={zero}.json").unlink(missing_ok=True)
+    if arms.exists() and not any(arms.iterdir()):
+        arms.rmdir()
+    return {k == "True": values for k, values in stored.items()}
 
 
 def floor_curve(*, ns=None, profile: runtime.Profile, seed: int = SEED):
