@@ -45,6 +45,31 @@ def atomic_path(path: str | os.PathLike):
             tmp.unlink()
 
 
+class Busy(Exception):
+    """Another process holds the lock asked for with ``exclusive(..., wait=False)``."""
+
+
+@contextmanager
+def exclusive(name: str, *, wait: bool = True):
+    """One process of this checkout at a time inside the block: a lock file under
+    ``.cache/locks/``, released however its process ends. ``wait=False``: raise :class:`Busy`
+    at once where another process holds it. Where ``fcntl`` is missing (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(runtime.cache_dir("locks") / f"{name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(f"{name} is being computed by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write text or bytes to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:

@@ -208,6 +208,48 @@ def test_score_passes_the_profiles_sizes(scoring, fake_evaluate):
                       "test_n": p.fid_test_n}, False)]
 
 
+def test_a_lock_held_elsewhere_is_busy_without_waiting_and_free_once_let_go(tmp_path, monkeypatch):
+    from diffnb.results import Busy, exclusive
+    monkeypatch.setenv("DIFFNB_CACHE", str(tmp_path / "cache"))
+    with exclusive("row"):                   # another open file: as another process sees it
+        with pytest.raises(Busy, match="row is being computed by another process"):
+            with exclusive("row", wait=False):
+                pass
+        with exclusive("other row", wait=False):
+            pass
+    with exclusive("row", wait=False):
+        pass
+
+
+def test_two_queues_share_a_studys_rows(scoring, fake_evaluate, monkeypatch):
+    import threading
+
+    from diffnb.evaluation import scoring as scoring_module
+    real, drawn, row1_stored = scoring_module._draw_and_score, [], threading.Event()
+
+    def draw(trained, den, **kw):
+        drawn.append(kw["path"].name)
+        if kw["path"].name.endswith("__t0.json"):      # the other queue's row, slower
+            assert row1_stored.wait(60)
+        out = real(trained, den, **kw)
+        if kw["path"].name.endswith("__t1.json"):
+            row1_stored.set()
+        return out
+    monkeypatch.setattr(scoring_module, "_draw_and_score", draw)
+    calls = [dict(trained=scoring, protocols=("report",), tag=f"__t{i}",
+                  profile=runtime.profile()) for i in range(2)]
+    other = threading.Thread(target=evaluation.score, kwargs=calls[0])
+    other.start()
+    while not drawn:                                   # the other queue holds row 0's lock
+        other.join(0.01)
+    rows = scoring_module.score_rows(calls)
+    other.join()
+    name = scoring.preset.name
+    assert drawn == [f"{name}__t0.json", f"{name}__t1.json"]   # each row drawn once
+    assert rows[0] == json.loads((runtime.output_dir("results") / "fid" /
+                                  f"{name}__t0.json").read_text())   # row 0 read back
+
+
 def test_score_warns_once_at_the_callers_line(scoring, monkeypatch):
     """Both protocols for real (tiny model, 2 sampler steps, quick-profile sizes), with a cheap
     stand-in for Inception: one SmallSampleWarning per score call, pointing here."""

@@ -419,6 +419,25 @@ def test_the_queue_runs_where_the_notebook_and_fid_packages_are_missing(tmp_path
     assert r["pending"] == ["study:floor_curve", "notebooks"] and r["failed"] == []
 
 
+def test_a_fresh_clone_executes_the_notebooks_again_but_keeps_the_other_records(
+        tmp_path, monkeypatch):
+    """make reproduce on a fresh clone re-makes the figures from the kept weights: the
+    notebooks' record counts only where this checkout executed them; a score's record holds."""
+    _use(tmp_path, monkeypatch)
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, ctx: ran.append(stage.name) or {})
+    monkeypatch.setattr(pipeline, "missing", lambda stage, profile, *, state: None)
+    tiny, only = runtime.PROFILES["tiny"], ["study:floor_curve", "notebooks"]
+    assert pipeline.run(tiny, only=only, device="cpu")["pending"] == []
+    assert pipeline.run(tiny, only=only, device="cpu")["pending"] == []    # this checkout
+    assert ran == only
+    for stamp in runtime.stamps_dir().glob("tiny_notebooks_*"):
+        stamp.unlink()                                   # a fresh clone: results/ only
+    assert "notebooks" in json.loads(stages.state_path(tiny).read_text())["stages"]
+    assert pipeline.run(tiny, only=only, device="cpu")["pending"] == []
+    assert ran == only + ["notebooks"]
+
+
 def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
         tmp_path, monkeypatch, capsys):
     """A fresh clone holds the committed run's pipeline.json: `make reproduce` says every stage

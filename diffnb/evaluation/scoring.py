@@ -21,7 +21,7 @@ from diffnb import config, data, fid, runtime, training
 from diffnb.diffusion import sampling
 from diffnb.evaluation import classifier, reading, tables
 from diffnb.evaluation.sources import SamplerSpec, SampleSource
-from diffnb.results import atomic_write, provenance
+from diffnb.results import Busy, atomic_write, exclusive, provenance
 from diffnb.training import checkpoints
 
 
@@ -33,14 +33,16 @@ def _protocol_sizes(profile: runtime.Profile) -> dict[str, dict]:
 
 
 def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed: int = 0,
-          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True,
+          protocols=fid.PROTOCOLS, tag: str = "", reuse: bool = True, wait: bool = True,
           profile: runtime.Profile | None = None) -> dict:
     """Both protocols for one trained preset, written to ``results/fid/<preset><tag>.json``.
 
     A result that *this checkout* computed for the same preset, weights, profile, sampler, seed
     and sizes is reused (``reuse``); a committed result from elsewhere (a fresh clone, CI) is
     always recomputed, so every number in ``results/`` is re-derived where it is checked. A
-    results file that does not parse is recomputed, with a warning. Under 2048 images per set,
+    results file that does not parse is recomputed, with a warning. A score that another
+    process of this checkout is computing is waited for and read back (``wait=False``:
+    :class:`diffnb.results.Busy` is raised instead). Under 2048 images per set,
     one :class:`fid.SmallSampleWarning` at the caller's line.
 
     Samples come from a :class:`SampleSource`: every class of both protocols is drawn at once,
@@ -70,17 +72,36 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     want["classifier"] = None if reader is None else classifier.manifest()["sha256"]
     path = tables.result_path(preset.name, tag)
     stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
-    if reuse and path.exists() and not runtime.rescore() and \
-            (stamp.exists() or runtime.reuse_committed(p)):
-        try:
-            old = tables.read_result(path)
-            stamped = tables.read_result(stamp) if stamp.exists() else None
-        except ValueError as err:
-            warnings.warn(f"{err}; scoring {preset.name} again", stacklevel=2)
-        else:
-            if (stamped == want or runtime.reuse_committed(p)) and \
-                    all(old.get(k) == v for k, v in want.items()):
-                return old
+    if reuse and (old := _reusable(path, stamp, want, p)) is not None:
+        return old
+    with exclusive(f"{p.name}_{path.name}", wait=wait):   # two queues side by side: one
+        if reuse and (old := _reusable(path, stamp, want, p)) is not None:   # scores, the
+            return old                                    # other reads back what it stored
+        return _draw_and_score(trained, den, spec=spec, seed=seed, protocols=protocols,
+                               sizes=sizes, want=want, reader=reader, path=path, stamp=stamp,
+                               profile=p)
+
+
+def _reusable(path, stamp, want: dict, p: runtime.Profile) -> dict | None:
+    """The stored score at ``path`` where it may be reused (see :func:`score`), else None."""
+    if not path.exists() or runtime.rescore() or \
+            not (stamp.exists() or runtime.reuse_committed(p)):
+        return None
+    try:
+        old = tables.read_result(path)
+        stamped = tables.read_result(stamp) if stamp.exists() else None
+    except ValueError as err:
+        warnings.warn(f"{err}; scoring {want['preset']} again", stacklevel=3)
+        return None
+    if (stamped == want or runtime.reuse_committed(p)) and \
+            all(old.get(k) == v for k, v in want.items()):
+        return old
+    return None
+
+
+def _draw_and_score(trained, den, *, spec, seed, protocols, sizes, want, reader, path, stamp,
+                    profile: runtime.Profile) -> dict:
+    p, preset, cc = profile, trained.preset, trained.preset.model.class_conditional
     keep = runtime.output_dir("results", p) / "partial" if p.name in runtime.KEPT_PROFILES \
         else None    # a cut scoring goes on from its kept samples (evaluation.partial)
     gen = SampleSource(den, spec, fingerprint=want["weights_fingerprint"], reader=reader,
@@ -190,8 +211,9 @@ def ablation(changes: list[Change], trained: dict[str, training.Trained], *, see
     per change, with provenance."""
     rows, p = [], study_profile(profile or runtime.profile())
     with one_warning(f"{name} of {len(changes)} changes", p):
-        scores = [score(trained[c.preset], spec=c.spec, seed=seed, protocols=("standard",),
-                        tag=f"__{name}{i}", profile=p) for i, c in enumerate(changes)]
+        scores = score_rows([dict(trained=trained[c.preset], spec=c.spec, seed=seed,
+                                  protocols=("standard",), tag=f"__{name}{i}", profile=p)
+                             for i, c in enumerate(changes)])
     for change, s in zip(changes, scores):
         std = standard_row(s)
         rows.append({"change": change.label, "preset": change.preset,
@@ -200,6 +222,21 @@ def ablation(changes: list[Change], trained: dict[str, training.Trained], *, see
                      "parameters": s["parameters"], "epochs": s["epochs"],
                      "train min": s["train_seconds"] / 60, "n": std["n"]})
     return pd.DataFrame(rows)
+
+
+def score_rows(calls: list[dict]) -> list[dict]:
+    """``score(**call)`` for each call, in order. Two run queues side by side on one study
+    share its rows: a row the other process is scoring is skipped, then waited for and read
+    back once this one has scored the rest."""
+    out, busy = {}, []
+    for i, call in enumerate(calls):
+        try:
+            out[i] = score(**call, wait=False)
+        except Busy:
+            busy.append(i)
+    for i in busy:
+        out[i] = score(**calls[i])
+    return [out[i] for i in range(len(calls))]
 
 
 def standard_row(s: dict) -> dict:
@@ -217,17 +254,16 @@ def nfe_study(trained: training.Trained, steps: dict[str, list[int]], *, seed: i
               guidance: float = 1.0, profile: runtime.Profile | None = None) -> pd.DataFrame:
     """Standard-protocol FID (at the profile's ``fid_study_n``) against network evaluations,
     per solver."""
-    rows, profile = [], study_profile(profile or runtime.profile())
+    profile = study_profile(profile or runtime.profile())
+    runs = [(solver, k) for solver, counts in steps.items() for k in counts]
     with one_warning(f"FID vs NFE of {trained.preset.name}", profile):
-        for solver, counts in steps.items():
-            for k in counts:
-                spec = SamplerSpec(solver=solver, steps=k, guidance=guidance)
-                s = score(trained, spec=spec, seed=seed, protocols=("standard",),
-                          tag=f"__nfe_{solver}{k}_w{guidance:g}", profile=profile)
-                rows.append({"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
-                             "FID": s["standard"]["pooled"],
-                             "floor": s["standard"]["floor_pooled"]})
-    return pd.DataFrame(rows)
+        scores = score_rows([dict(trained=trained, seed=seed, protocols=("standard",),
+                                  spec=SamplerSpec(solver=solver, steps=k, guidance=guidance),
+                                  tag=f"__nfe_{solver}{k}_w{guidance:g}", profile=profile)
+                             for solver, k in runs])
+    return pd.DataFrame([{"solver": solver, "steps": k, "NFE": sampling.nfe(k, solver),
+                          "FID": s["standard"]["pooled"], "floor": s["standard"]["floor_pooled"]}
+                         for (solver, k), s in zip(runs, scores)])
 
 
 def main(argv=None) -> None:

@@ -262,6 +262,9 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
         if tally["resumed"]:   # samples of a cut call: its seconds are not the stage's cost
             done["resumed_samples"] = tally["resumed"]
 
+        if stage.kind == "notebooks":
+            stages.mark_executed(profile, keys[stage.name])
+
         def record(st, stage=stage, done=done):
             if st.get("failed", {}).pop(stage.name, None) is not None and not st["failed"]:
                 del st["failed"]

@@ -240,11 +240,29 @@ def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None
     state = _stored(profile, say=say)
     keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
     stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
+    if "notebooks" in state["stages"] and not executed_here(profile, keys.get("notebooks")):
+        del state["stages"]["notebooks"]   # a fresh clone executes them again: make reproduce
     if stale and say:
         print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
               "again, reusing the models and scores that still match")
     state["stages"] = {k: v for k, v in state["stages"].items() if k not in stale}
     return state
+
+
+def _here_stamp(profile: runtime.Profile) -> Path:
+    return runtime.stamps_dir() / f"{profile.name}_notebooks_executed.json"
+
+
+def executed_here(profile: runtime.Profile, key: str | None) -> bool:
+    """Whether this checkout executed the notebooks of this key (:func:`mark_executed`). The
+    other stages' records hold for any clone (their models and scores are kept); the notebooks'
+    do not: a fresh clone's ``make reproduce`` re-makes every figure from the kept weights."""
+    stamp = _here_stamp(profile)
+    return key is not None and stamp.exists() and stamp.read_text() == key
+
+
+def mark_executed(profile: runtime.Profile, key: str) -> None:
+    atomic_write(_here_stamp(profile), key)
 
 
 def update_state(profile: runtime.Profile, change, *, keys: dict | None = None) -> dict:
