@@ -13,7 +13,7 @@ import torch
 
 from diffnb import config, evaluation, runtime
 from diffnb.evaluation import partial, sources
-from diffnb.run import pipeline, stages
+from diffnb.run import pipeline, records, stages
 
 pytestmark = pytest.mark.filterwarnings("ignore::diffnb.fid.SmallSampleWarning")
 
@@ -172,7 +172,7 @@ def test_the_queue_stops_a_cut_scoring_and_runs_it_again_next_time(tmp_path, mon
     cut.clear()
     r = pipeline.run(tiny, only=["fid:base_1", "fid:base_2"], device="cpu")
     assert r["pending"] == [] and "fid:base_1" in r["state"]["stages"]
-    assert json.loads(stages.state_path(tiny).read_text())["stages"].keys() >= {"fid:base_1"}
+    assert json.loads(records.state_path(tiny).read_text())["stages"].keys() >= {"fid:base_1"}
 
 
 def test_a_scoring_that_keeps_its_samples_starts_though_it_will_not_fit(tmp_path, monkeypatch,

@@ -14,7 +14,7 @@ import torch
 from diffnb import runtime
 from diffnb.evaluation import studies
 from diffnb.fid import generated
-from diffnb.run import pipeline, stages
+from diffnb.run import pipeline, records, stages
 
 STAGES = ["train:class_2+class_4", "train:base_1", "fid:class_4", "study:class0_bug"]
 TIMING_KEYS = {"seconds", "eval_seconds", "train_seconds", "epoch_seconds", "images_per_second",
@@ -290,7 +290,8 @@ def test_a_finished_stage_runs_again_when_its_profile_preset_or_notebook_changed
     assert ran == only * 2                                   # the profile changed: both
     p = config.get_preset("condbn_1")
     monkeypatch.setitem(config.PRESETS, "condbn_1", replace(p, train=replace(p.train, lr=p.train.lr * 3)))
-    state = stages.load_state(replace(tiny, floor_ns=(2, 3)))   # what the next run sees
+    changed = replace(tiny, floor_ns=(2, 3))
+    state = records.load_state(changed, keys=stages.stage_keys(changed))   # what the next run sees
     assert "study:floor_curve" in state["stages"] and "study:zero_init" not in state["stages"]
     pipeline.run(replace(tiny, floor_ns=(2, 3)), only=only, device="cpu")
     assert ran == only * 2 + ["study:zero_init"]             # only the stage reading condbn_1
@@ -330,7 +331,7 @@ def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch
     said = capsys.readouterr()
     assert "study:zero_init FAILED (RuntimeError: CUDA error" in said.out
     assert "Traceback" in said.err and "FAILED here: study:zero_init" in said.out
-    saved = json.loads(stages.state_path(tiny).read_text())
+    saved = json.loads(records.state_path(tiny).read_text())
     assert saved["failed"]["study:zero_init"]["error"].startswith("RuntimeError: CUDA error")
     assert "study:floor_curve" in saved["stages"]
 
@@ -341,7 +342,7 @@ def test_a_failing_stage_is_recorded_and_the_queue_goes_on(tmp_path, monkeypatch
     broken.clear()
     r = pipeline.run(tiny, only=only, device="cpu")
     assert r["failed"] == [] and r["pending"] == []
-    assert "failed" not in json.loads(stages.state_path(tiny).read_text())
+    assert "failed" not in json.loads(records.state_path(tiny).read_text())
 
 
 def test_a_profile_field_added_later_at_its_default_keeps_the_finished_stages():
@@ -433,7 +434,7 @@ def test_a_fresh_clone_executes_the_notebooks_again_but_keeps_the_other_records(
     assert ran == only
     for stamp in runtime.stamps_dir().glob("tiny_notebooks_*"):
         stamp.unlink()                                   # a fresh clone: results/ only
-    assert "notebooks" in json.loads(stages.state_path(tiny).read_text())["stages"]
+    assert "notebooks" in json.loads(records.state_path(tiny).read_text())["stages"]
     assert pipeline.run(tiny, only=only, device="cpu")["pending"] == []
     assert ran == only + ["notebooks"]
 
@@ -459,7 +460,8 @@ def test_again_runs_recorded_stages_once_more_and_a_cut_run_goes_on_without_it(
     assert "1 finished stages run again" in capsys.readouterr().out
     pipeline.run(tiny, only=only, device="cpu", again=True, max_stages=1)    # cut after one
     assert ran == only + only[:1] * 2
-    assert sorted(stages.load_state(tiny)["stages"]) == ["study:zero_init"]
+    state = records.load_state(tiny, keys=stages.stage_keys(tiny))
+    assert sorted(state["stages"]) == ["study:zero_init"]
     capsys.readouterr()
     pipeline.run(tiny, only=only, device="cpu")
     assert ran == only + only[:1] * 2 + only[1:]
@@ -500,7 +502,7 @@ def test_trainings_side_by_side_finish_and_are_recorded(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "results" / "tiny" / "pipeline.json").read_text())
     assert {"train:base_1", "train:condbn_1"} <= set(state["stages"])
     assert state["stages"]["train:base_1"]["info"]["epochs"] == {"base_1": 2}
-    stages.save_state(tiny, {"stages": {}})                   # records gone, models still here
+    records.save_state(tiny, {"stages": {}})                  # records gone, models still here
     pipeline.run(tiny, only=only, device="cpu", workers=2)
     assert sorted(commands) == ["base_1", "condbn_1"]         # nothing trained again
 
@@ -516,13 +518,14 @@ def test_two_queues_side_by_side_keep_each_others_records(tmp_path, monkeypatch)
     def run_stage(stage, ctx):
         ran.append(stage.name)
         other = {"seconds": 2.0, "device": "cpu", "kind": "study", "key": keys["study:floor_curve"]}
-        stages.update_state(tiny, lambda st: st["stages"].update({"study:floor_curve": other}))
+        records.update_state(tiny, lambda st: st["stages"].update({"study:floor_curve": other}),
+                              keys=stages.stage_keys(tiny))
         return {}
 
     monkeypatch.setattr(pipeline, "run_stage", run_stage)
     monkeypatch.setattr(pipeline, "missing", lambda *a, **k: None)
     r = pipeline.run(tiny, only=["study:class0_bug", "study:floor_curve"], device="cpu")
     assert ran == ["study:class0_bug"] and r["pending"] == []
-    on_disk = json.loads(stages.state_path(tiny).read_text())["stages"]
+    on_disk = json.loads(records.state_path(tiny).read_text())["stages"]
     assert set(on_disk) == {"study:class0_bug", "study:floor_curve"}
     assert on_disk["study:floor_curve"]["seconds"] == 2.0

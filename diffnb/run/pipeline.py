@@ -37,7 +37,7 @@ import torch
 
 from diffnb import config, runtime, training
 from diffnb.evaluation import partial
-from diffnb.run import stages, weights
+from diffnb.run import records, stages, weights
 from diffnb.training import checkpoints
 
 
@@ -187,8 +187,8 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
 
     ctx = Context(profile, runtime.device(device), seed=seed, compile=compile)
     ctx.deadline = None if deadline_s is None else ctx.started + deadline_s
-    keys = {s.name: stages.stage_key(s, profile) for s in stages.plan(profile)}   # read once
-    state, name = stages.load_state(profile, say=True, keys=keys), runtime.device_name()
+    keys = stages.stage_keys(profile)   # read once
+    state, name = records.load_state(profile, say=True, keys=keys), runtime.device_name()
     queue = [s for s in stages.plan(profile) if not only or any(fnmatch.fnmatch(s.name, pat)
                                                                 for pat in only)]
     lacks = stages.celeba_lacks()
@@ -199,7 +199,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
     if redo:
         def drop(st):
             st["stages"] = {k: v for k, v in st["stages"].items() if k not in redo}
-        state = stages.update_state(profile, drop, keys=keys)
+        state = records.update_state(profile, drop, keys=keys)
         print(f"pipeline: --again: {len(redo)} finished stages run again, reusing the scores that "
               "still match; trainings whose models are here keep their record (see --again)")
     if workers > 1:
@@ -211,7 +211,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             parallel.train(todo, profile, workers=workers, deadline=ctx.deadline)
     ran_here, failed = 0, []
     for stage in queue:
-        state = stages.load_state(profile, keys=keys)   # with what a queue beside this one did
+        state = records.load_state(profile, keys=keys)   # with what a queue beside this one did
         if stage.name in state["stages"]:
             continue
         if max_stages is not None and ran_here >= max_stages:
@@ -249,7 +249,7 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             failed.append(stage.name)
             fault = {"error": f"{type(err).__name__}: {err}"[:500], "device": name,
                      "seconds": round(time.perf_counter() - t0, 2), "key": keys[stage.name]}
-            state = stages.update_state(
+            state = records.update_state(
                 profile, lambda st: st.setdefault("failed", {}).update({stage.name: fault}),
                 keys=keys)
             print(f"pipeline: {stage.name} FAILED ({type(err).__name__}: {err}); going on with "
@@ -263,17 +263,17 @@ def _run(profile: runtime.Profile, *, deadline_s, only, device, seed, compile,
             done["resumed_samples"] = tally["resumed"]
 
         if stage.kind == "notebooks":
-            stages.mark_executed(profile, keys[stage.name])
+            records.mark_executed(profile, keys[stage.name])
 
         def record(st, stage=stage, done=done):
             if st.get("failed", {}).pop(stage.name, None) is not None and not st["failed"]:
                 del st["failed"]
             st["stages"][stage.name] = done
-        state = stages.update_state(profile, record, keys=keys)
+        state = records.update_state(profile, record, keys=keys)
         ran_here += 1
         print(f"pipeline: {stage.name} done in {seconds:.1f} s", flush=True)
     pending = [s.name for s in queue if s.name not in state["stages"]]
-    record = stages.state_path(profile).relative_to(runtime.outputs_root()).as_posix()
+    record = records.state_path(profile).relative_to(runtime.outputs_root()).as_posix()
     idle = "" if ran_here or failed or pending else \
         f" (as {record} records: --again, or make reproduce AGAIN=1, runs them again)"
     print(f"pipeline: {len(queue) - len(pending)}/{len(queue)} stages done"

@@ -3,16 +3,14 @@
 A stage trains a group of presets (a longer constant-LR run continues a shorter one: class_2 ->
 class_4), scores one model, runs one study or executes the notebooks. Its cost is counted in
 FLOPs (``diffnb.run.flops``), turned into seconds at an assumed rate, and calibrated by the seconds
-measured on the same device for the stages already finished (``pipeline.json``, read and
-written here: the finished stages, and the last failure of any stage that has not finished
-since). The queue (``diffnb.run.pipeline``) runs the stages and stops before one that would not
-finish before its ``--deadline``.
+measured on the same device for the stages already finished (``diffnb.run.records``). The queue
+(``diffnb.run.pipeline``) runs the stages and stops before one that would not finish before its
+``--deadline``.
 """
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 import torch
 
 from diffnb import config, models, runtime, training
-from diffnb.results import atomic_write
 from diffnb.run import flops
 from diffnb.training import checkpoints, datasets
 
@@ -212,91 +209,16 @@ def calibration(state: dict, device_name: str) -> float:
     return statistics.median(ratios) if ratios else 1.0
 
 
-# ---- state: results[/<profile>]/pipeline.json ---------------------------------------------
-
-def state_path(profile: runtime.Profile) -> Path:
-    return runtime.output_dir("results", profile) / "pipeline.json"
-
-
-def _stored(profile: runtime.Profile, *, say: bool = False) -> dict:
-    """The record as it is on disk, every stage in it."""
-    path = state_path(profile)
-    if not path.exists():
-        return {"profile": profile.name, "stages": {}}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        if say:
-            print(f"pipeline: {path.name} is corrupt; starting from what is on disk",
-                  file=sys.stderr)
-        return {"profile": profile.name, "stages": {}}
-
-
-def load_state(profile: runtime.Profile, *, say: bool = False, keys: dict | None = None) -> dict:
-    """The finished stages whose key (``stages.stage_key``) is still this checkout's: a record
-    made before the profile, a preset or a notebook changed is dropped (``say``: print so), and
-    the queue runs that stage again, reusing the models and scores that still match.
-    ``keys``: the stages' keys when the caller has computed them already."""
-    state = _stored(profile, say=say)
-    keys = keys or {s.name: stage_key(s, profile) for s in plan(profile)}
-    stale = sorted(k for k, v in state["stages"].items() if k in keys and v.get("key") != keys[k])
-    if "notebooks" in state["stages"] and not executed_here(profile, keys.get("notebooks")):
-        del state["stages"]["notebooks"]   # a fresh clone executes them again: make reproduce
-    if stale and say:
-        print(f"pipeline: {len(stale)} finished stages are out of date ({stale[0]}, ...): run "
-              "again, reusing the models and scores that still match")
-    state["stages"] = {k: v for k, v in state["stages"].items() if k not in stale}
-    return state
-
-
-def _here_stamp(profile: runtime.Profile) -> Path:
-    return runtime.stamps_dir() / f"{profile.name}_notebooks_executed.json"
-
-
-def executed_here(profile: runtime.Profile, key: str | None) -> bool:
-    """Whether this checkout executed the notebooks of this key (:func:`mark_executed`). The
-    other stages' records hold for any clone (their models and scores are kept); the notebooks'
-    do not: a fresh clone's ``make reproduce`` re-makes every figure from the kept weights."""
-    stamp = _here_stamp(profile)
-    return key is not None and stamp.exists() and stamp.read_text() == key
-
-
-def mark_executed(profile: runtime.Profile, key: str) -> None:
-    atomic_write(_here_stamp(profile), key)
-
-
-def update_state(profile: runtime.Profile, change, *, keys: dict | None = None) -> dict:
-    """``change(record)`` applied to the record as it is on disk now, under a lock, and saved;
-    returns the record as :func:`load_state` reads it. Two queues side by side (``--only``
-    stages that do not overlap, one queue per core) each add their own stages without writing
-    over the other's; a record this checkout counts as out of date is kept on disk (the other
-    queue may run other code) and only left out of what is returned."""
-    import fcntl
-
-    lock = runtime.outputs_root() / ".cache" / f"pipeline-{profile.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)     # released when the file closes
-        state = _stored(profile)
-        change(state)
-        save_state(profile, state)
-    return load_state(profile, keys=keys)
-
-
-def save_state(profile: runtime.Profile, state: dict) -> None:
-    atomic_write(state_path(profile), json.dumps(state, indent=2, sort_keys=True) + "\n")
-    stages = state["stages"]
-    timings = {"profile": profile.name, "devices": sorted({s["device"] for s in stages.values()}),
-               "commits": sorted({s["commit"] for s in stages.values() if "commit" in s}),
-               "stage_seconds": {k: v["seconds"] for k, v in stages.items()},
-               "total_seconds": round(sum(v["seconds"] for v in stages.values()), 1)}
-    atomic_write(runtime.output_dir("results", profile) / "timings.json",
-                 json.dumps(timings, indent=2, sort_keys=True) + "\n")
+def stage_keys(profile: runtime.Profile) -> dict[str, str]:
+    """Every planned stage's key (:func:`stage_key`), by name."""
+    return {s.name: stage_key(s, profile) for s in plan(profile)}
 
 
 def describe(profile: runtime.Profile, device: torch.device) -> str:
     """The plan as a Markdown table: FLOPs and the expected minutes of each stage."""
-    state = load_state(profile)
+    from diffnb.run import records
+
+    state = records.load_state(profile, keys=stage_keys(profile))
     rows = ["| stage | PFLOP bf16 | PFLOP fp32 | expected min | done |", "|---|---|---|---|---|"]
     total = 0.0
     for stage in plan(profile):
