@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from diffnb import runtime
-from diffnb.results import atomic_write
+from diffnb.results import atomic_write, exclusive
 
 
 def state_path(profile: runtime.Profile) -> Path:
@@ -71,12 +71,7 @@ def update_state(profile: runtime.Profile, change, *, keys: dict[str, str]) -> d
     stages that do not overlap, one queue per core) each add their own stages without writing
     over the other's; a record this checkout counts as out of date is kept on disk (the other
     queue may run other code) and only left out of what is returned."""
-    import fcntl
-
-    lock = runtime.outputs_root() / ".cache" / f"pipeline-{profile.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)     # released when the file closes
+    with exclusive(f"pipeline-{profile.name}"):
         state = _stored(profile)
         change(state)
         save_state(profile, state)
