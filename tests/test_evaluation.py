@@ -273,8 +273,9 @@ def test_corrupt_results_file_is_recomputed_with_a_warning(scoring, fake_evaluat
     path.write_text(path.read_text()[:40])  # a write cut short
     with pytest.raises(ValueError, match=f"{path.name} is corrupt"):
         evaluation.load_scores(["class_1"])
-    with pytest.warns(UserWarning, match=f"{path.name} is corrupt.*again"):
+    with pytest.warns(UserWarning, match=f"{path.name} is corrupt.*again") as caught:
         evaluation.score(scoring, protocols=("standard",))
+    assert len([w for w in caught if "is corrupt" in str(w.message)]) == 1   # said once
     assert len(fake_evaluate) == 2
     assert evaluation.load_scores(["class_1"])["class_1"]["standard"]["pooled"] == 1.0
 

@@ -72,11 +72,10 @@ def score(trained: training.Trained, *, spec: SamplerSpec = SamplerSpec(), seed:
     want["classifier"] = None if reader is None else classifier.manifest()["sha256"]
     path = tables.result_path(preset.name, tag)
     stamp = runtime.stamps_dir() / f"{p.name}_{path.name}"
-    if reuse and (old := _reusable(path, stamp, want, p)) is not None:
-        return old
-    with exclusive(f"{p.name}_{path.name}", wait=wait):   # two queues side by side: one
-        if reuse and (old := _reusable(path, stamp, want, p)) is not None:   # scores, the
-            return old                                    # other reads back what it stored
+    # under the lock: of two queues side by side, one scores, the other reads back its score
+    with exclusive(f"{p.name}_{path.name}", wait=wait):
+        if reuse and (old := _reusable(path, stamp, want, p)) is not None:
+            return old
         return _draw_and_score(trained, den, spec=spec, seed=seed, protocols=protocols,
                                sizes=sizes, want=want, reader=reader, path=path, stamp=stamp,
                                profile=p)

@@ -40,12 +40,12 @@ def ablation_changes(guidance: float = GUIDANCE, *, profile: runtime.Profile) ->
     ]
 
 
-def _memo(name: str, key: dict, compute, profile: runtime.Profile):
-    """``compute()`` once per key, stored in ``results[/<profile>]/memo/<name>.json``. Like a
-    score (``scoring.score``), a stored value is reused only where this checkout's stamp says
-    it was computed here: a fresh clone computes it again."""
-    path = runtime.output_dir("results", profile) / "memo" / f"{name}.json"
-    stamp = runtime.stamps_dir() / f"{profile.name}_memo_{name}.json"
+def _memo(name: str, key: dict, compute, profile: runtime.Profile, *, folder: str = "memo"):
+    """``compute()`` once per key, stored in ``results[/<profile>]/<folder>/<name>.json``. Like
+    a score (``scoring.score``), a stored value is reused only where this checkout's stamp says
+    it was computed here (or the profile's results are kept): a fresh clone computes it again."""
+    path = runtime.output_dir("results", profile) / folder / f"{name}.json"
+    stamp = runtime.stamps_dir() / f"{profile.name}_{folder.replace('/', '_')}_{name}.json"
     if path.exists() and not runtime.rescore() and \
             (stamp.exists() or runtime.reuse_committed(profile)):
         try:
@@ -84,30 +84,21 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
     steps = training.steps_per_epoch(preset)
 
     key = {"preset": config.run_key(preset), "steps": steps}
-    # each arm is an epoch on a CPU: kept as a plain file until both are done, so a run cut
-    # after the first arm (or another machine) goes on with the second
-    arms = runtime.output_dir("results", profile) / "partial" / "s06_zero_init_first_epoch"
+    # each arm is an epoch on a CPU: kept in partial/ until both are done, so a run cut after
+    # the first arm (or another machine) goes on with the second
+    arms = "partial/s06_zero_init_first_epoch"
 
     def arm(zero: bool) -> list[float]:
-        path = arms / f"zero_init={zero}.json"
-        try:
-            stored = json.loads(path.read_text())
-            if stored["key"] == {**key, "zero_init": zero} and not runtime.rescore():
-                return stored["losses"]
-        except (OSError, ValueError, KeyError):
-            pass   # absent, truncated or another run's: compute it
-        losses = first_losses(replace(preset, model=replace(preset.model, zero_init=zero)),
-                              steps=steps, device=device)
-        atomic_write(path, json.dumps({"key": {**key, "zero_init": zero}, "losses": losses,
-                                       "provenance": provenance()}, default=float) + "\n")
-        return losses
-
+        run = replace(preset, model=replace(preset.model, zero_init=zero))
+        return _memo(f"zero_init={zero}", {**key, "zero_init": zero},
+                     lambda: first_losses(run, steps=steps, device=device), profile, folder=arms)
     stored = _memo("s06_zero_init_first_epoch", key,
                    lambda: {str(zero): arm(zero) for zero in (True, False)}, profile)
+    kept = runtime.output_dir("results", profile) / arms
     for zero in (True, False):
-        (arms / f"zero_init={zero}.json").unlink(missing_ok=True)
-    if arms.exists() and not any(arms.iterdir()):
-        arms.rmdir()
+        (kept / f"zero_init={zero}.json").unlink(missing_ok=True)
+    if kept.exists() and not any(kept.iterdir()):
+        kept.rmdir()
     return {k == "True": values for k, values in stored.items()}
 
 

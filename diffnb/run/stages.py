@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from diffnb import config, models, runtime, training
-from diffnb.run import flops
+from diffnb.run import flops, records
 from diffnb.training import checkpoints, datasets
 
 TRAIN_GROUPS = (("class_2", "class_4"), ("class_1", "class_3"), ("condbn_2",), ("condbn_1",),
@@ -216,8 +216,6 @@ def stage_keys(profile: runtime.Profile) -> dict[str, str]:
 
 def describe(profile: runtime.Profile, device: torch.device) -> str:
     """The plan as a Markdown table: FLOPs and the expected minutes of each stage."""
-    from diffnb.run import records
-
     state = records.load_state(profile, keys=stage_keys(profile))
     rows = ["| stage | PFLOP bf16 | PFLOP fp32 | expected min | done |", "|---|---|---|---|---|"]
     total = 0.0
