@@ -82,3 +82,18 @@ def test_missing_markers_or_files_say_what_to_do(tmp_path):
 def test_the_repositorys_readme_has_the_markers_once():
     text = (runtime.project_root() / "README.md").read_text()
     assert readme.rewrite(text, readme.START + "\nx\n" + readme.END).count(readme.START) == 1
+
+
+def test_the_readmes_retraining_time_is_the_kept_best_models():
+    """The README's hours for retraining the best model are its manifest's training seconds."""
+    import re
+
+    root = runtime.project_root()
+    manifest = json.loads((root / "weights" / "cpu" / "MANIFEST.json").read_text())
+    kept = manifest["files"]["unet_attn_cfg.safetensors"]
+    said = re.search(r"`unet_attn_cfg` \((\d+) epochs, ([\d,]+)\s+images\), trained in ([\d.]+) "
+                     r"hours", " ".join((root / "README.md").read_text().split()))
+    assert said, "README.md no longer states the best model's retraining time"
+    assert int(said[1]) == kept["epochs"]
+    assert int(said[2].replace(",", "")) == round(kept["images_seen"], -4)
+    assert float(said[3]) == round(kept["train_seconds"] / 3600, 1)
