@@ -1,6 +1,7 @@
 """The README's first screen (diffnb.run.readme): made from a run's files, written only for a kept,
 complete profile, and only between its markers."""
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -86,8 +87,6 @@ def test_the_repositorys_readme_has_the_markers_once():
 
 def test_the_readmes_retraining_time_is_the_kept_best_models():
     """The README's hours for retraining the best model are its manifest's training seconds."""
-    import re
-
     root = runtime.project_root()
     manifest = json.loads((root / "weights" / "cpu" / "MANIFEST.json").read_text())
     kept = manifest["files"]["unet_attn_cfg.safetensors"]

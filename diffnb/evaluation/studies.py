@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from diffnb import config, runtime
 from diffnb.diffusion import sampling
@@ -40,11 +41,16 @@ def ablation_changes(guidance: float = GUIDANCE, *, profile: runtime.Profile) ->
     ]
 
 
+def _memo_path(name: str, profile: runtime.Profile, *, folder: str = "memo") -> Path:
+    """Where :func:`_memo` stores ``name``: ``results[/<profile>]/<folder>/<name>.json``."""
+    return runtime.output_dir("results", profile) / folder / f"{name}.json"
+
+
 def _memo(name: str, key: dict, compute, profile: runtime.Profile, *, folder: str = "memo"):
     """``compute()`` once per key, stored in ``results[/<profile>]/<folder>/<name>.json``. Like
     a score (``scoring.score``), a stored value is reused only where this checkout's stamp says
     it was computed here (or the profile's results are kept): a fresh clone computes it again."""
-    path = runtime.output_dir("results", profile) / folder / f"{name}.json"
+    path = _memo_path(name, profile, folder=folder)
     stamp = runtime.stamps_dir() / f"{profile.name}_{folder.replace('/', '_')}_{name}.json"
     if path.exists() and not runtime.rescore() and \
             (stamp.exists() or runtime.reuse_committed(profile)):
@@ -94,11 +100,11 @@ def zero_init_losses(preset_name: str = "condbn_1", *, profile: runtime.Profile,
                      lambda: first_losses(run, steps=steps, device=device), profile, folder=arms)
     stored = _memo("s06_zero_init_first_epoch", key,
                    lambda: {str(zero): arm(zero) for zero in (True, False)}, profile)
-    kept = runtime.output_dir("results", profile) / arms
-    for zero in (True, False):
-        (kept / f"zero_init={zero}.json").unlink(missing_ok=True)
-    if kept.exists() and not any(kept.iterdir()):
-        kept.rmdir()
+    kept = [_memo_path(f"zero_init={zero}", profile, folder=arms) for zero in (True, False)]
+    for path in kept:
+        path.unlink(missing_ok=True)
+    if kept[0].parent.exists() and not any(kept[0].parent.iterdir()):
+        kept[0].parent.rmdir()
     return {k == "True": values for k, values in stored.items()}
 
 
