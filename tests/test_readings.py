@@ -507,3 +507,54 @@ def test_own_class_names_every_model_of_a_tie():
     table = pd.DataFrame([[0.1] * 10, [0.1] * 10, [0.9] * 10], columns=CLASSES,
                          index=["A", "B", "ceiling"])
     assert readings.own_class(table, ceiling_row="ceiling").startswith("A and B draw the most")
+
+
+# ---- where our order agrees with the report's (after slide 8) --------------------------------
+
+REPORT_EIGHT = ["base_1", "base_2", "condbn_1", "condbn_2", "class_1", "class_2", "class_3",
+                "class_4"]
+CONDITIONAL = REPORT_EIGHT[4:]
+
+
+def ranking_table(ours, floors=(108.6, 79.4)) -> pd.DataFrame:
+    return pd.DataFrame({"preset": REPORT_EIGHT,
+                         "report FID (slide 8)": [127.18, 113.27, 113.73, 107.05, 89.56, 87.83,
+                                                  89.88, 87.86],
+                         "ours, report protocol": list(ours),
+                         "floor (report)": [floors[0]] * 4 + [floors[1]] * 4})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranking_gives_spearmans_correlation_of_the_two_orders(seed):
+    t = ranking_table(np.random.default_rng(seed).uniform(50, 300, 8))
+    from scipy import stats
+    rho = stats.spearmanr(t["ours, report protocol"], t["report FID (slide 8)"]).statistic
+    for table in (t, shuffled(t, seed)):
+        text = readings.ranking(table, conditional=CONDITIONAL)
+        assert f"over the 8 models: {rho:.2f}" in text
+
+
+def test_ranking_names_the_split_and_how_much_of_it_is_the_floor():
+    ours = [177.3, 185.3, 184.4, 179.7, 138.7, 141.3, 122.0, 118.5]
+    text = readings.ranking(ranking_table(ours), conditional=CONDITIONAL,
+                            epochs=dict(zip(REPORT_EIGHT, [3] * 6 + [6] * 2)))
+    assert "both put the class-conditional models" in text
+    assert "their real-vs-real floor is 29 lower" in text               # 108.6 - 79.4
+    assert "the worst of them (62) is still ahead of the best of the others (69)" in text
+    assert "ours class_4 < class_3 < class_1 < class_2, the report's class_2 < class_4 < " \
+           "class_1 < class_3 (within 2.0 of one another)" in text
+    assert "Here class_3 and class_4, trained for 6 epochs" in text
+    # The same floors: no share of the gap is the protocol's; the epochs do not lead: no claim.
+    text = readings.ranking(ranking_table(ours, floors=(90.0, 90.0)), conditional=CONDITIONAL,
+                            epochs=dict(zip(REPORT_EIGHT, [3, 3, 3, 3, 6, 6, 3, 3])))
+    assert "floor is" not in text and "trained for 6 epochs" not in text
+
+
+def test_ranking_says_when_the_split_is_only_the_reports():
+    ours = [100.0, 185.3, 184.4, 179.7, 138.7, 141.3, 122.0, 118.5]     # base_1 beats them all
+    text = readings.ranking(ranking_table(ours), conditional=CONDITIONAL)
+    assert "Putting every class-conditional model ahead of the others: only the report's." in text
+    assert "both put" not in text
+    same = readings.ranking(ranking_table([127.18, 113.27, 113.73, 107.05, 89.56, 87.83, 89.88,
+                                           87.86]), conditional=CONDITIONAL)
+    assert "1.00 (1 = the same order)" in same and "Where they differ" not in same

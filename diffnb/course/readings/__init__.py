@@ -13,6 +13,7 @@ The package imports nothing heavier than pandas, and pandas only where a functio
   ``noising``   notebooks 01-02: the noising grid, training noise levels, the schedule, samples;
   ``scores``    FID tables (slides 8, 9) and the README's line on them, floors, the ablation,
                 solvers, the report's last row;
+  ``ranking``   where our order of the report's eight models agrees with the report's;
   ``samples``   guidance sweeps and notebook 07's faces;
   ``classes``   what the classifier reads in the samples (notebook 05).
   ``conditioning`` the per-class panels of a class-conditional model (notebook 04).
@@ -22,6 +23,7 @@ from __future__ import annotations
 from diffnb.course.readings.classes import class_histogram, own_class
 from diffnb.course.readings.conditioning import class_panels
 from diffnb.course.readings.noising import base_samples, noise_columns, schedule_steps, training_sigmas
+from diffnb.course.readings.ranking import ranking
 from diffnb.course.readings.samples import (
     NO_CHANGE,
     attribute_effects,
@@ -31,17 +33,17 @@ from diffnb.course.readings.samples import (
     null_condition,
 )
 from diffnb.course.readings.scores import (
-                                     NFE_TOLERANCE,
-                                     ablation,
-                                     class0_bug,
-                                     excess_ranking,
-                                     floor_curve,
-                                     headline,
-                                     nfe,
-                                     per_class,
-                                     slide8,
-                                     standard_score,
-                                     versus_report,
+    NFE_TOLERANCE,
+    ablation,
+    class0_bug,
+    excess_ranking,
+    floor_curve,
+    headline,
+    nfe,
+    per_class,
+    slide8,
+    standard_score,
+    versus_report,
 )
 from diffnb.course.readings.text import Reading, md
 from diffnb.course.readings.training import explored, loss_curves, trained_runs, zero_init
@@ -50,5 +52,5 @@ __all__ = ["NFE_TOLERANCE", "NO_CHANGE", "Reading", "ablation", "attribute_effec
            "celeba_data", "class0_bug", "class_histogram", "class_panels",
            "class_rows", "excess_ranking", "explored", "floor_curve",
            "guidance_sweep", "headline", "loss_curves", "md", "nfe", "null_condition",
-           "own_class", "per_class", "slide8", "standard_score", "versus_report", "zero_init",
+           "own_class", "per_class", "ranking", "slide8", "standard_score", "versus_report", "zero_init",
            "base_samples", "noise_columns", "schedule_steps", "trained_runs", "training_sigmas"]
