@@ -558,3 +558,22 @@ def test_ranking_says_when_the_split_is_only_the_reports():
     same = readings.ranking(ranking_table([127.18, 113.27, 113.73, 107.05, 89.56, 87.83, 89.88,
                                            87.86]), conditional=CONDITIONAL)
     assert "1.00 (1 = the same order)" in same and "Where they differ" not in same
+
+
+def test_headline_names_the_one_model_the_standard_protocol_scored():
+    t = slide8_table(1)
+    t.loc[t["preset"] != "class_4", "ours, standard (pooled)"] = float("nan")
+    text = readings.headline(t)
+    std = t.loc[t["preset"] == "class_4", "ours, standard (pooled)"].iloc[0]
+    assert f"; {std:.0f} standard, class_4 alone)" in text and "nan" not in text
+
+
+def test_slide8_reads_a_standard_protocol_that_scored_one_model():
+    t = slide8_table(2)
+    t.loc[t["preset"] != "class_4", ["ours, standard (pooled)", "KID x1e3"]] = float("nan")
+    t = t.assign(**{"n standard": 10_000})
+    text = readings.slide8(t)
+    row = t[t["preset"] == "class_4"].iloc[0]
+    gap = row["ours, standard (pooled)"] - row["floor (standard)"]
+    assert f"Above its floor, class_4's standard-protocol FID is {gap:.1f}, the only" in text
+    assert "ranges from" not in text and "nan" not in text

@@ -138,3 +138,16 @@ def test_table_figure_shows_every_header_and_cell_whole():
     title = [t for t in fig.texts if t.get_text().startswith("Slide 8")][0]
     assert _inside(title.get_window_extent(renderer), fig.bbox)
     plt.close(fig)
+
+
+def test_table_figure_shows_a_score_not_computed_as_a_dash():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from diffnb.course import tables
+
+    df = pd.DataFrame({"ours, standard (pooled)": [float("nan"), 33.26]}, index=["base_1", "class_4"])
+    fig = tables.table_figure(df, highlight_rows=[])   # as notebook 05 draws slide 8
+    texts = [cell.get_text().get_text() for cell in fig.axes[0].tables[0].get_celld().values()]
+    plt.close(fig)
+    assert "-" in texts and "33.3" in texts and not any("nan" in t for t in texts)

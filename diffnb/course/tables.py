@@ -71,7 +71,8 @@ def table_figure(df, *, title: str | None = None, highlight_rows=None, fmt: str 
     no header or cell is cut off."""
     import textwrap
 
-    cells = [[fmt.format(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
+    cells = [["-" if isinstance(v, (float, np.floating)) and np.isnan(v)   # not scored
+               else fmt.format(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
              for row in df.itertuples(index=False)]
     headers = [textwrap.fill(str(c), header_width, break_on_hyphens=False) for c in df.columns]
     labels = [str(i) for i in df.index]
