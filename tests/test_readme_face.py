@@ -123,3 +123,13 @@ def test_the_cpu_profiles_training_hours_are_the_kept_models():
         runs[f["run_key"]] = max(runs.get(f["run_key"], 0.0), f["train_seconds"])
     total = re.search(r"^\| \*\*all twelve\*\* \|.*\| \*\*([\d.]+)\*\*", doc, re.M)
     assert total and float(total[1]) == round(sum(runs.values()) / 3600, 1)
+
+
+def test_the_readmes_notebook_minutes_are_the_committed_runs():
+    """The README's minutes for the notebooks are the committed cpu run's notebooks stage."""
+    root = runtime.project_root()
+    stage = json.loads((root / "results" / "cpu" / "pipeline.json").read_text())["stages"]
+    said = re.search(r"Its notebooks take most of that \(([\d.]+) minutes in the committed run",
+                     " ".join((root / "README.md").read_text().split()))
+    assert said, "README.md no longer states how long the notebooks take"
+    assert float(said[1]) == round(stage["notebooks"]["seconds"] / 60, 1)
