@@ -2,6 +2,7 @@
 kernel's random widget ids replaced by stable ones, only the widgets a cell shows, one output per
 run of stdout."""
 import json
+import shutil
 import uuid
 
 import nbformat
@@ -134,3 +135,24 @@ def test_executing_twice_saves_the_same_file(tmp_path, monkeypatch):
     assert len(state) >= 3 and not any("Progress" in m["model_name"] for m in state.values())
     streams = [o["text"] for o in nb["cells"][0]["outputs"] if o.get("name") == "stdout"]
     assert len(streams) == 2 and "".join(streams[1]) == "one\ntwo\n"   # the tensor; one stream
+
+
+@pytest.mark.slow
+def test_a_later_notebook_runs_alone_from_the_kept_weights(tmp_path, monkeypatch):
+    """Notebook 05, executed on its own in the cpu profile with no notebook run before it: it
+    loads the kept weights, reads the committed scores back and re-makes the slide-8 table equal
+    to the committed one. Its outputs go to a temporary folder; the committed files stay."""
+    root = runtime.project_root()
+    committed = root / "results" / "cpu"
+    shutil.copytree(committed, tmp_path / "results" / "cpu",
+                    ignore=shutil.ignore_patterns("s0*", "s1*"))   # the tables notebooks make
+    monkeypatch.setenv("DIFFNB_OUTPUTS", str(tmp_path))
+    path = tmp_path / "notebooks" / "05_fid_evaluation.ipynb"
+    path.parent.mkdir()
+    shutil.copy(root / "notebooks" / path.name, path)
+    out, _seconds = execute.execute(path, profile=runtime.PROFILES["cpu"], timeout=900)
+    nb = json.loads(out.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, errors[0]["evalue"] if errors else ""
+    made = tmp_path / "results" / "cpu" / "s08_fid_models.csv"
+    assert made.read_text() == (committed / "s08_fid_models.csv").read_text()
