@@ -71,9 +71,11 @@ def table_figure(df, *, title: str | None = None, highlight_rows=None, fmt: str 
     no header or cell is cut off."""
     import textwrap
 
-    cells = [["-" if isinstance(v, (float, np.floating)) and np.isnan(v)   # not scored
-               else fmt.format(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
-             for row in df.itertuples(index=False)]
+    def cell(v) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "-" if np.isnan(v) else fmt.format(v)   # "-": not scored
+        return str(v)
+    cells = [[cell(v) for v in row] for row in df.itertuples(index=False)]
     headers = [textwrap.fill(str(c), header_width, break_on_hyphens=False) for c in df.columns]
     labels = [str(i) for i in df.index]
     fig = plt.figure()

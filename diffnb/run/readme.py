@@ -40,16 +40,23 @@ def subfolder(profile: str) -> str:
     return "" if profile == "full" else f"{profile}/"
 
 
+def training_seconds(manifest: dict) -> float:
+    """The kept models' training seconds in all, each run once: a continued run (class_3 after
+    class_1) records its run's seconds so far, so a run counts at its longest model's."""
+    runs: dict[str, float] = {}
+    for f in manifest["files"].values():
+        if f.get("preset"):
+            runs[f["run_key"]] = max(runs.get(f["run_key"], 0.0), f["train_seconds"])
+    return sum(runs.values())
+
+
 def training_line(manifest: dict) -> str:
     """One sentence: how many models, how many hours of training, on which CPUs, how many images."""
     files = [f for f in manifest["files"].values() if f.get("preset")]
-    runs: dict[str, float] = {}   # a continued run (class_3 after class_1) counts once
-    for f in files:
-        runs[f["run_key"]] = max(runs.get(f["run_key"], 0.0), f["train_seconds"])
     cpus = sorted({f["cpu"] for f in files} | {c for f in files for c in f.get("epochs_on") or {}
                                                if c != "not recorded"})
     seen = [f["images_seen"] / EPOCH_IMAGES for f in files]
-    return (f"The {len(files)} models trained for {sum(runs.values()) / 3600:.1f} hours in all "
+    return (f"The {len(files)} models trained for {training_seconds(manifest) / 3600:.1f} hours in all "
             f"(the sum of their runs), on {' and '.join(cpus)}. Each saw {min(seen):.0f} to "
             f"{max(seen):.0f} epochs' worth of the 50,000 training images; the report trained "
             "for 50 or 100.")

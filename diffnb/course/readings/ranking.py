@@ -58,8 +58,9 @@ def ranking(table, *, conditional: Iterable[str], epochs: Mapping[str, int] | No
             if epochs and len({epochs[n] for n in g}) > 1:
                 longest = max(epochs[n] for n in g)
                 long = [n for n in g if epochs[n] == longest]
-                if ours[long].max() < ours[[n for n in g if n not in long]].min():
+                short = [n for n in g if n not in long]
+                if ours[long].max() < ours[short].min():
                     third += (f" Here {_join(long)}, trained for {longest} epochs against the "
-                              f"others' fewer, lead {_join([n for n in g if n not in long])}: "
-                              "our runs are short, and training longer still pays.")
+                              f"others' fewer, lead {_join(short)}: our runs are short, and "
+                              "training longer still pays.")
     return _sentences(first, second, third)
